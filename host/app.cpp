@@ -1,0 +1,243 @@
+#include "app.h"
+
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+
+#include "bcc_backend.h"
+#include "diagnostics.h"
+#include "event_output.h"
+#include "filter_macros.h"
+#include "format_hints.h"
+#include "kernel_headers.h"
+#include "program_source.h"
+#include "system_checks.h"
+#include "wall_clock.h"
+
+namespace tcptrace {
+namespace {
+
+volatile sig_atomic_t g_stop_signal = 0;
+
+void on_stop_signal(int signal) { g_stop_signal = signal; }
+
+// SIGINT/SIGTERM only set a flag: the poll loop sees poll() fail with EINTR
+// (no SA_RESTART) and ends the run through the normal teardown. SIGPIPE is
+// ignored so a closed stdout shows up as EPIPE from write().
+class SignalHandlers {
+ public:
+  SignalHandlers() {
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ignore, &old_pipe_);
+  }
+  ~SignalHandlers() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGPIPE, &old_pipe_, nullptr);
+  }
+  SignalHandlers(const SignalHandlers&) = delete;
+  SignalHandlers& operator=(const SignalHandlers&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+  struct sigaction old_pipe_ {};
+};
+
+std::string cflag_for(const UserMacro& macro) {
+  return "-D" + macro.name + (macro.value ? "=" + *macro.value : "");
+}
+
+struct CompiledWithHeaders {
+  bcc::Program program;
+  std::optional<MergedHeaderTree> merged_headers;
+};
+
+// Compiles against the chosen headers. With a fallback tree that fails, the
+// next installed tree is tried: a header tree newer than what this libbcc's
+// clang understands fails inside the headers (BCC 0.26 with Linux 6.12's,
+// `struct bpf_wq` incomplete) while an older one works.
+Result<CompiledWithHeaders> compile_with_headers(const std::string& source, const std::vector<std::string>& cflags,
+                                                 const HeaderChoice& choice, const std::string& running_release) {
+  std::vector<std::optional<HeaderTree>> trees = {choice.tree};
+  for (const auto& alternative : choice.alternatives) trees.emplace_back(alternative);
+  std::optional<Error> first_error;
+  for (size_t i = 0; i < trees.size(); ++i) {
+    std::optional<MergedHeaderTree> merged;
+    if (trees[i]) {
+      auto created = MergedHeaderTree::create(*trees[i]);
+      if (!created) return std::move(created).take_error();
+      merged.emplace(std::move(created).value());
+      if (i > 0) {
+        HeaderChoice retry{HeaderMatch::fallback, trees[i], {}};
+        report("retrying: " + describe_header_choice(retry, running_release));
+      }
+    }
+    auto program =
+        bcc::Program::compile(source, cflags, merged ? std::optional<std::string>(merged->path()) : std::nullopt);
+    if (program) return CompiledWithHeaders{std::move(program).value(), std::move(merged)};
+    if (!first_error) first_error = program.error();
+  }
+  return *first_error;
+}
+
+double monotonic_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+}  // namespace
+
+Status run(const Options& options) {
+  if (Status s = check_privileges(); !s) return s;
+  std::string tracefs_note;
+  if (Status s = ensure_tracefs(tracefs_note); !s) return s;
+  if (!tracefs_note.empty()) report(tracefs_note);
+
+  auto locations = find_program_locations(options.programs_dir);
+  if (!locations) return std::move(locations).take_error();
+  auto source = read_named_program(*locations, *options.program);
+  if (!source) return std::move(source).take_error();
+  auto hints = parse_format_hints(source->text);
+  if (!hints) return runtime_error(source->path + ": " + hints.error().message);
+
+  const FilterPlan filters = build_filter_plan(options.filters);
+  std::vector<std::string> cflags = {"-I" + locations->include_dir};
+  cflags.insert(cflags.end(), filters.cflags.begin(), filters.cflags.end());
+  for (const auto& macro : options.macros) cflags.push_back(cflag_for(macro));
+
+  const HeaderSearchPaths search = default_header_search_paths();
+  auto headers = choose_kernel_headers(search, options.kernel_headers);
+  if (!headers) return std::move(headers).take_error();
+  if (std::string line = describe_header_choice(*headers, search.running_release); !line.empty()) report(line);
+
+  auto compiled = compile_with_headers(source->text, cflags, *headers, search.running_release);
+  if (!compiled) return std::move(compiled).take_error();
+  bcc::Program& program = compiled->program;
+
+  for (const PortTableFill& fill : filters.table_fills) {
+    std::vector<uint32_t> ports;
+    for (const PortRange& r : fill.ports.ranges()) {
+      for (uint32_t p = r.first; p <= r.last; ++p) ports.push_back(p);
+    }
+    if (Status s = program.set_u8_array_entries(fill.table, ports, 1); !s) return s;
+  }
+
+  // Decoders, one per output table, from the layout BCC recorded.
+  const WallClock clock;
+  const std::vector<bcc::OutputTable> tables = program.output_tables();
+  std::vector<std::optional<EventDecoder>> decoders;
+  std::vector<std::string> table_names;
+  size_t decodable = 0;
+  for (const auto& table : tables) {
+    table_names.push_back(table.name);
+    if (table.field_descriptions.empty()) {
+      decoders.emplace_back();
+      continue;
+    }
+    size_t with_fields = 0;
+    for (const auto& t : tables) with_fields += t.field_descriptions.empty() ? 0 : 1;
+    auto layout = parse_event_layout(table.field_descriptions);
+    if (!layout) return runtime_error(source->path + ": table '" + table.name + "': " + layout.error().message);
+    DecoderOptions decoder_options;
+    if (with_fields > 1) decoder_options.event_name = table.name;
+    auto decoder = EventDecoder::make(std::move(layout).value(), *hints, table.name, decoder_options, clock);
+    if (!decoder) return runtime_error(source->path + ": " + decoder.error().message);
+    decoders.emplace_back(std::move(decoder).value());
+    ++decodable;
+  }
+  if (decodable == 0) {
+    return runtime_error(source->path +
+                         ": the program submits no struct to a BPF_PERF_OUTPUT or BPF_RINGBUF_OUTPUT table, "
+                         "so there is nothing to print");
+  }
+
+  const std::vector<ProbeSpec> plan = attach_plan(program.functions());
+  if (plan.empty()) return runtime_error(source->path + ": the program declares no probe to attach");
+  std::vector<bcc::LoadedFunction> loaded;
+  for (const ProbeSpec& probe : plan) {
+    auto function = program.load(probe);
+    if (!function) return std::move(function).take_error();
+    loaded.push_back(std::move(function).value());
+  }
+
+  EventOutput output(STDOUT_FILENO, std::move(decoders), table_names, options.count);
+  auto reader = bcc::OutputReader::open(tables, output, options.buffer_pages);
+  if (!reader) return std::move(reader).take_error();
+
+  SignalHandlers signals;
+  g_stop_signal = 0;
+  std::vector<std::unique_ptr<bcc::Attachment>> attachments;
+  std::string probe_list;
+  for (const bcc::LoadedFunction& function : loaded) {
+    auto attachment = bcc::Attachment::attach(function);
+    if (!attachment) return std::move(attachment).take_error();
+    attachments.push_back(std::move(attachment).value());
+    probe_list += (probe_list.empty() ? "" : ", ") + describe(function.probe());
+  }
+  bcc::Program::release_compiler_memory();
+  report("ready: program " + *options.program + ", " + std::to_string(attachments.size()) + " probe" +
+         (attachments.size() == 1 ? "" : "s") + " attached (" + probe_list + ")");
+
+  // Skipped runs are read from the kernel about once a second.
+  std::vector<uint64_t> misses_seen(loaded.size(), 0);
+  auto check_recursion_misses = [&]() {
+    uint64_t total = 0;
+    for (size_t i = 0; i < loaded.size(); ++i) {
+      const uint64_t now = loaded[i].recursion_misses().value_or(0);
+      if (now > misses_seen[i]) {
+        report("kernel skipped " + std::to_string(now - misses_seen[i]) + " runs of " +
+               describe(loaded[i].probe()) +
+               " (recursion_misses: the program was already running on that CPU); their events are lost");
+        misses_seen[i] = now;
+      }
+      total += misses_seen[i];
+    }
+    return total;
+  };
+
+  const double started = monotonic_seconds();
+  double last_miss_check = started;
+  constexpr int kPollMs = 100;
+  bool polling_failed = false;
+  while (g_stop_signal == 0 && !output.limit_reached() && !output.reader_gone()) {
+    if (options.duration_seconds && monotonic_seconds() - started >= *options.duration_seconds) break;
+    if (!(*reader)->poll(kPollMs)) {
+      polling_failed = true;
+      break;
+    }
+    output.flush();
+    if (monotonic_seconds() - last_miss_check >= 1.0) {
+      check_recursion_misses();
+      last_miss_check = monotonic_seconds();
+    }
+  }
+
+  // Teardown: detach first so no new events arrive, then drain what the
+  // buffers still hold, then flush.
+  attachments.clear();
+  (*reader)->drain();
+  output.flush();
+  const uint64_t skipped = check_recursion_misses();
+  reader->reset();
+
+  std::string summary = std::to_string(output.events()) + " events, " + std::to_string(output.lost()) +
+                        " lost (buffer), " + std::to_string(skipped) + " skipped runs (recursion_misses)";
+  if (output.truncated() > 0) summary += ", " + std::to_string(output.truncated()) + " truncated samples";
+  if (g_stop_signal != 0) summary += "; stopped by " + std::string(g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+  report(summary);
+  if (polling_failed) return runtime_error("polling the event buffers failed");
+  return {};
+}
+
+}  // namespace tcptrace

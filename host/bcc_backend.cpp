@@ -1,0 +1,429 @@
+#include "bcc_backend.h"
+
+#include <bcc/bcc_common.h>
+#include <bcc/bcc_elf.h>
+#include <bcc/libbpf.h>
+#include <bcc/perf_reader.h>
+#include <linux/bpf.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+
+namespace tcptrace::bcc {
+namespace {
+
+// libbcc writes some messages to stdout with std::cout (loader.cc: "Unable to
+// find kernel headers"), and stdout carries only event lines. While BCC runs
+// its compiler, stdout is pointed at stderr.
+class StdoutToStderr {
+ public:
+  StdoutToStderr() {
+    std::fflush(stdout);
+    saved_ = UniqueFd(::dup(STDOUT_FILENO));
+    if (saved_.valid()) ::dup2(STDERR_FILENO, STDOUT_FILENO);
+  }
+  ~StdoutToStderr() {
+    std::fflush(stdout);
+    if (saved_.valid()) ::dup2(saved_.get(), STDOUT_FILENO);
+  }
+  StdoutToStderr(const StdoutToStderr&) = delete;
+  StdoutToStderr& operator=(const StdoutToStderr&) = delete;
+
+ private:
+  UniqueFd saved_;
+};
+
+// Sets an environment variable for the lifetime of this object.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::optional<std::string>& value) : name_(name) {
+    if (!value) return;
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value->c_str(), 1);
+    active_ = true;
+  }
+  ~ScopedEnv() {
+    if (!active_) return;
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+  bool active_ = false;
+};
+
+bpf_prog_type program_type_for(ProbeKind kind) {
+  switch (kind) {
+    case ProbeKind::tracepoint: return BPF_PROG_TYPE_TRACEPOINT;
+    case ProbeKind::raw_tracepoint: return BPF_PROG_TYPE_RAW_TRACEPOINT;
+    case ProbeKind::kprobe:
+    case ProbeKind::kretprobe: return BPF_PROG_TYPE_KPROBE;
+    case ProbeKind::kfunc:
+    case ProbeKind::kretfunc: return BPF_PROG_TYPE_TRACING;
+  }
+  return BPF_PROG_TYPE_UNSPEC;
+}
+
+// The verifier's verdict is at the end of its log; keep the last lines.
+std::string tail_lines(const char* log, size_t max_lines) {
+  std::string text(log);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  size_t pos = text.size();
+  for (size_t lines = 0; lines < max_lines && pos != std::string::npos && pos > 0; ++lines) {
+    pos = text.rfind('\n', pos - 1);
+  }
+  std::string tail = pos == std::string::npos ? text : text.substr(pos + 1);
+  for (char& c : tail) {
+    if (c == '\n') c = ';';
+  }
+  return tail;
+}
+
+std::string errno_text(int err) { return std::string(std::strerror(err)); }
+
+// ---- attachments ---------------------------------------------------------
+
+// Tracepoints: a perf event on the tracepoint with the program set on it.
+class TracepointAttachment final : public Attachment {
+ public:
+  TracepointAttachment(ProbeSpec probe, int perf_fd) : Attachment(std::move(probe)), perf_fd_(perf_fd) {}
+  ~TracepointAttachment() override { bpf_close_perf_event_fd(perf_fd_); }
+
+ private:
+  int perf_fd_;
+};
+
+// kprobes: a perf event on a kprobe event created in tracefs under a name of
+// our own; both the perf event and the kprobe event are removed.
+class KprobeAttachment final : public Attachment {
+ public:
+  KprobeAttachment(ProbeSpec probe, int perf_fd, std::string event_name)
+      : Attachment(std::move(probe)), perf_fd_(perf_fd), event_name_(std::move(event_name)) {}
+  ~KprobeAttachment() override {
+    bpf_close_perf_event_fd(perf_fd_);
+    bpf_detach_kprobe(event_name_.c_str());
+  }
+
+ private:
+  int perf_fd_;
+  std::string event_name_;
+};
+
+// Raw tracepoints and kfunc/fentry: a BPF link fd; closing it detaches.
+class LinkAttachment final : public Attachment {
+ public:
+  LinkAttachment(ProbeSpec probe, int link_fd) : Attachment(std::move(probe)), link_fd_(link_fd) {}
+
+ private:
+  UniqueFd link_fd_;
+};
+
+// ---- output readers ------------------------------------------------------
+
+class BufferReader final : public OutputReader {
+ public:
+  BufferReader(EventSink& sink) : sink_(sink) {}
+  ~BufferReader() override {
+    for (auto* reader : perf_readers_) perf_reader_free(reader);
+    if (ring_ != nullptr) bpf_free_ringbuf(ring_);
+  }
+
+  Status add_perf_table(size_t index, const OutputTable& table, int pages) {
+    for (int cpu : online_cpus()) {
+      cookies_.push_back(std::make_unique<Cookie>(Cookie{this, index, cpu}));
+      Cookie* cookie = cookies_.back().get();
+      void* reader = bpf_open_perf_buffer(&BufferReader::on_perf_sample, &BufferReader::on_perf_lost,
+                                          cookie, -1, cpu, pages);
+      if (reader == nullptr) {
+        return runtime_error("cannot open a perf buffer for table '" + table.name + "' on CPU " +
+                             std::to_string(cpu) + ": " + errno_text(errno));
+      }
+      perf_readers_.push_back(static_cast<perf_reader*>(reader));
+      int reader_fd = perf_reader_fd(perf_readers_.back());
+      int key = cpu;
+      if (bpf_update_elem(table.map_fd, &key, &reader_fd, 0) != 0) {
+        return runtime_error("cannot register the perf buffer of CPU " + std::to_string(cpu) +
+                             " in table '" + table.name + "': " + errno_text(errno));
+      }
+    }
+    return {};
+  }
+
+  Status add_ring_table(size_t index, const OutputTable& table) {
+    cookies_.push_back(std::make_unique<Cookie>(Cookie{this, index, -1}));
+    Cookie* cookie = cookies_.back().get();
+    if (ring_ == nullptr) {
+      ring_ = static_cast<ring_buffer*>(bpf_new_ringbuf(table.map_fd, &BufferReader::on_ring_sample, cookie));
+      if (ring_ == nullptr) {
+        return runtime_error("cannot open ring buffer '" + table.name + "': " + errno_text(errno));
+      }
+    } else if (bpf_add_ringbuf(ring_, table.map_fd, &BufferReader::on_ring_sample, cookie) != 0) {
+      return runtime_error("cannot open ring buffer '" + table.name + "': " + errno_text(errno));
+    }
+    return {};
+  }
+
+  bool poll(int timeout_ms) override {
+    // Perf and ring buffers have separate poll calls; with both kinds the
+    // wait is split (programs mixing them are rare and never hot).
+    if (!perf_readers_.empty()) {
+      const int wait = ring_ != nullptr ? timeout_ms / 2 : timeout_ms;
+      int rc = perf_reader_poll(static_cast<int>(perf_readers_.size()), perf_readers_.data(), wait);
+      if (rc < 0 && errno != EINTR) return false;
+    }
+    if (ring_ != nullptr) {
+      const int wait = perf_readers_.empty() ? timeout_ms : timeout_ms / 2;
+      int rc = bpf_poll_ringbuf(ring_, wait);
+      if (rc < 0 && rc != -EINTR) return false;
+    }
+    return true;
+  }
+
+  void drain() override {
+    if (!perf_readers_.empty()) {
+      perf_reader_consume(static_cast<int>(perf_readers_.size()), perf_readers_.data());
+    }
+    if (ring_ != nullptr) bpf_consume_ringbuf(ring_);
+  }
+
+ private:
+  struct Cookie {
+    BufferReader* reader;
+    size_t table_index;
+    int cpu;
+  };
+
+  static void on_perf_sample(void* cookie, void* data, int size) {
+    auto* c = static_cast<Cookie*>(cookie);
+    c->reader->sink_.on_event(c->table_index, data, size < 0 ? 0 : static_cast<size_t>(size));
+  }
+  static void on_perf_lost(void* cookie, uint64_t count) {
+    auto* c = static_cast<Cookie*>(cookie);
+    c->reader->sink_.on_lost(c->table_index, c->cpu, count);
+  }
+  static int on_ring_sample(void* cookie, void* data, size_t size) {
+    auto* c = static_cast<Cookie*>(cookie);
+    c->reader->sink_.on_event(c->table_index, data, size);
+    return 0;
+  }
+
+  EventSink& sink_;
+  std::vector<std::unique_ptr<Cookie>> cookies_;
+  std::vector<perf_reader*> perf_readers_;
+  ring_buffer* ring_ = nullptr;
+};
+
+}  // namespace
+
+// ---- Program ---------------------------------------------------------------
+
+Result<Program> Program::compile(const std::string& source, const std::vector<std::string>& cflags,
+                                 const std::optional<std::string>& kernel_source_dir) {
+  std::vector<const char*> flags;
+  flags.reserve(cflags.size());
+  for (const auto& flag : cflags) flags.push_back(flag.c_str());
+  void* module = nullptr;
+  {
+    ScopedEnv kernel_source("BCC_KERNEL_SOURCE", kernel_source_dir);
+    StdoutToStderr guard;
+    module = bpf_module_create_c_from_string(source.c_str(), 0, flags.data(), static_cast<int>(flags.size()),
+                                             true, nullptr);
+  }
+  if (module == nullptr) {
+    return runtime_error("the BPF program did not compile (clang's diagnostics are above)");
+  }
+  return Program(module);
+}
+
+Program::Program(Program&& other) noexcept : module_(std::exchange(other.module_, nullptr)) {}
+
+Program& Program::operator=(Program&& other) noexcept {
+  if (this != &other) {
+    if (module_ != nullptr) bpf_module_destroy(module_);
+    module_ = std::exchange(other.module_, nullptr);
+  }
+  return *this;
+}
+
+Program::~Program() {
+  if (module_ != nullptr) bpf_module_destroy(module_);
+}
+
+std::vector<std::string> Program::functions() const {
+  std::vector<std::string> names;
+  const size_t n = bpf_num_functions(module_);
+  for (size_t i = 0; i < n; ++i) names.emplace_back(bpf_function_name(module_, i));
+  return names;
+}
+
+std::vector<OutputTable> Program::output_tables() const {
+  std::vector<OutputTable> tables;
+  const size_t n = bpf_num_tables(module_);
+  for (size_t i = 0; i < n; ++i) {
+    const int type = bpf_table_type_id(module_, i);
+    if (type != BPF_MAP_TYPE_PERF_EVENT_ARRAY && type != BPF_MAP_TYPE_RINGBUF) continue;
+    OutputTable table;
+    table.name = bpf_table_name(module_, i);
+    table.kind = type == BPF_MAP_TYPE_RINGBUF ? OutputKind::ring_buffer : OutputKind::perf_buffer;
+    table.map_fd = bpf_table_fd_id(module_, i);
+    const size_t fields = bpf_perf_event_fields(module_, table.name.c_str());
+    for (size_t f = 0; f < fields; ++f) {
+      table.field_descriptions.emplace_back(bpf_perf_event_field(module_, table.name.c_str(), f));
+    }
+    tables.push_back(std::move(table));
+  }
+  return tables;
+}
+
+bool Program::has_table(const std::string& name) const {
+  return bpf_table_fd(module_, name.c_str()) >= 0;
+}
+
+Status Program::set_u8_array_entries(const std::string& table, const std::vector<uint32_t>& keys,
+                                     uint8_t value) {
+  const int fd = bpf_table_fd(module_, table.c_str());
+  if (fd < 0) return runtime_error("the program has no table '" + table + "'");
+  for (uint32_t key : keys) {
+    uint32_t k = key;
+    uint8_t v = value;
+    if (bpf_update_elem(fd, &k, &v, 0) != 0) {
+      return runtime_error("cannot set entry " + std::to_string(key) + " of table '" + table +
+                           "': " + errno_text(errno));
+    }
+  }
+  return {};
+}
+
+Result<LoadedFunction> Program::load(const ProbeSpec& probe) const {
+  const auto* insns = static_cast<const bpf_insn*>(bpf_function_start(module_, probe.function.c_str()));
+  const size_t size = bpf_function_size(module_, probe.function.c_str());
+  if (insns == nullptr || size == 0) {
+    return runtime_error("the program has no function '" + probe.function + "'");
+  }
+  // Verifier log only on failure: logging a successful load costs time.
+  static constexpr size_t kLogSize = 1 << 20;
+  std::vector<char> log(kLogSize, '\0');
+  errno = 0;
+  int fd = bcc_func_load(module_, program_type_for(probe.kind), probe.function.c_str(), insns,
+                         static_cast<int>(size), bpf_module_license(module_), bpf_module_kern_version(module_),
+                         0, log.data(), static_cast<unsigned>(log.size()), nullptr, -1);
+  if (fd < 0) {
+    const int err = errno;
+    std::string message = "the kernel refused to load " + describe(probe) + " (" + probe.function +
+                          "): " + errno_text(err);
+    if (log[0] != '\0') message += "; verifier: " + tail_lines(log.data(), 3);
+    return runtime_error(message);
+  }
+  return LoadedFunction(probe, UniqueFd(fd));
+}
+
+void Program::release_compiler_memory() { bcc_free_memory(); }
+
+// ---- LoadedFunction --------------------------------------------------------
+
+std::optional<uint64_t> LoadedFunction::recursion_misses() const {
+  // BPF_OBJ_GET_INFO_BY_FD straight through bpf(2): libbcc's wrapper lives
+  // in libbpf, which this host does not otherwise link.
+  bpf_prog_info info{};
+  bpf_attr attr{};
+  attr.info.bpf_fd = static_cast<uint32_t>(fd_.get());
+  attr.info.info_len = sizeof(info);
+  attr.info.info = reinterpret_cast<uint64_t>(&info);
+  if (::syscall(__NR_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr)) != 0) return std::nullopt;
+  const uint32_t length = attr.info.info_len;
+  // Kernels before 5.12 return a shorter struct without the field.
+  const size_t end = offsetof(bpf_prog_info, recursion_misses) + sizeof(info.recursion_misses);
+  if (length < end) return std::nullopt;
+  return info.recursion_misses;
+}
+
+// ---- Attachment ------------------------------------------------------------
+
+Result<std::unique_ptr<Attachment>> Attachment::attach(const LoadedFunction& function) {
+  const ProbeSpec& probe = function.probe();
+  errno = 0;
+  switch (probe.kind) {
+    case ProbeKind::tracepoint: {
+      int fd = bpf_attach_tracepoint(function.fd(), probe.category.c_str(), probe.target.c_str());
+      if (fd < 0) {
+        return runtime_error("cannot attach " + describe(probe) + ": " + errno_text(errno ? errno : ENOENT));
+      }
+      return std::unique_ptr<Attachment>(new TracepointAttachment(probe, fd));
+    }
+    case ProbeKind::raw_tracepoint: {
+      int fd = bpf_attach_raw_tracepoint(function.fd(), probe.target.c_str());
+      if (fd < 0) return runtime_error("cannot attach " + describe(probe) + ": " + errno_text(errno));
+      return std::unique_ptr<Attachment>(new LinkAttachment(probe, fd));
+    }
+    case ProbeKind::kfunc:
+    case ProbeKind::kretfunc: {
+      int fd = bpf_attach_kfunc(function.fd());
+      if (fd < 0) return runtime_error("cannot attach " + describe(probe) + ": " + errno_text(errno));
+      return std::unique_ptr<Attachment>(new LinkAttachment(probe, fd));
+    }
+    case ProbeKind::kprobe:
+    case ProbeKind::kretprobe: {
+      const bool entry = probe.kind == ProbeKind::kprobe;
+      // kprobe event names are global in tracefs: include our pid so two
+      // tracers never collide, and a leftover is traceable to its owner.
+      const std::string event = std::string(entry ? "p_" : "r_") + probe.target + "_tcptrace_" +
+                                std::to_string(::getpid());
+      int fd = bpf_attach_kprobe(function.fd(), entry ? BPF_PROBE_ENTRY : BPF_PROBE_RETURN, event.c_str(),
+                                 probe.target.c_str(), 0, 0);
+      if (fd < 0) return runtime_error("cannot attach " + describe(probe) + ": " + errno_text(errno));
+      return std::unique_ptr<Attachment>(new KprobeAttachment(probe, fd, event));
+    }
+  }
+  return runtime_error("unknown probe kind");
+}
+
+// ---- OutputReader ----------------------------------------------------------
+
+Result<std::unique_ptr<OutputReader>> OutputReader::open(const std::vector<OutputTable>& tables,
+                                                         EventSink& sink, int pages_per_cpu) {
+  auto reader = std::make_unique<BufferReader>(sink);
+  for (size_t i = 0; i < tables.size(); ++i) {
+    Status status = tables[i].kind == OutputKind::perf_buffer
+                        ? reader->add_perf_table(i, tables[i], pages_per_cpu)
+                        : reader->add_ring_table(i, tables[i]);
+    if (!status) return std::move(status).take_error();
+  }
+  return std::unique_ptr<OutputReader>(std::move(reader));
+}
+
+std::vector<int> online_cpus() {
+  std::vector<int> cpus;
+  std::ifstream file("/sys/devices/system/cpu/online");
+  std::string text;
+  std::getline(file, text);
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    const size_t dash = item.find('-');
+    const int first = std::atoi(item.c_str());
+    const int last = dash == std::string::npos ? first : std::atoi(item.c_str() + dash + 1);
+    for (int cpu = first; cpu <= last; ++cpu) cpus.push_back(cpu);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  if (cpus.empty()) {
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (int cpu = 0; cpu < n; ++cpu) cpus.push_back(cpu);
+  }
+  return cpus;
+}
+
+}  // namespace tcptrace::bcc

@@ -1,0 +1,127 @@
+// The only module that talks to libbcc. Everything BCC-specific (its module
+// handle, its C callbacks, its status conventions, the kernel's BPF syscalls
+// it wraps) stays behind this header, which includes no BCC header itself.
+//
+// Ownership: Program owns the compiled module and its maps; LoadedFunction
+// owns a verified program fd; Attachment owns one attachment and detaches in
+// its destructor; OutputReader owns the per-CPU perf buffers or ring buffers.
+// Destroying them in reverse order of creation (which scopes do by
+// themselves) detaches everything.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "probe_spec.h"
+#include "result.h"
+#include "unique_fd.h"
+
+namespace tcptrace::bcc {
+
+enum class OutputKind { perf_buffer, ring_buffer };
+
+struct OutputTable {
+  std::string name;
+  OutputKind kind = OutputKind::perf_buffer;
+  std::vector<std::string> field_descriptions;  // "name#type", see event_layout.h
+  int map_fd = -1;
+};
+
+class LoadedFunction;
+
+class Program {
+ public:
+  // Compiles C text with BCC's clang. `kernel_source_dir` (a merged header
+  // tree) is handed to BCC as BCC_KERNEL_SOURCE; without it BCC finds the
+  // running kernel's headers itself. clang's diagnostics go to stderr.
+  static Result<Program> compile(const std::string& source, const std::vector<std::string>& cflags,
+                                 const std::optional<std::string>& kernel_source_dir);
+  Program(Program&& other) noexcept;
+  Program& operator=(Program&& other) noexcept;
+  Program(const Program&) = delete;
+  Program& operator=(const Program&) = delete;
+  ~Program();
+
+  std::vector<std::string> functions() const;
+  // Every perf-event-array and ring-buffer map, with the layout BCC recorded
+  // for what the program submits to it (empty when it submits nothing).
+  std::vector<OutputTable> output_tables() const;
+  bool has_table(const std::string& name) const;
+
+  // Sets table[key] = value for each key of an array map of u8 values.
+  Status set_u8_array_entries(const std::string& table, const std::vector<uint32_t>& keys, uint8_t value);
+
+  // Loads one function through the verifier as the program type its probe
+  // kind needs. On failure the error carries the verifier's last log lines.
+  Result<LoadedFunction> load(const ProbeSpec& probe) const;
+
+  // Returns LLVM/clang memory to the system once everything is loaded.
+  static void release_compiler_memory();
+
+ private:
+  explicit Program(void* module) : module_(module) {}
+  void* module_ = nullptr;
+};
+
+class LoadedFunction {
+ public:
+  LoadedFunction(ProbeSpec probe, UniqueFd fd) : probe_(std::move(probe)), fd_(std::move(fd)) {}
+  const ProbeSpec& probe() const { return probe_; }
+  int fd() const { return fd_.get(); }
+  // Runs the kernel skipped because the program would have nested inside
+  // itself on one CPU (bpf_prog_info.recursion_misses, Linux 5.12+): each
+  // one is an event lost before it reached any buffer. nullopt when the
+  // kernel does not report it.
+  std::optional<uint64_t> recursion_misses() const;
+
+ private:
+  ProbeSpec probe_;
+  UniqueFd fd_;
+};
+
+// One attached probe. Created attached; detaches when destroyed.
+class Attachment {
+ public:
+  static Result<std::unique_ptr<Attachment>> attach(const LoadedFunction& function);
+  virtual ~Attachment() = default;
+  Attachment(const Attachment&) = delete;
+  Attachment& operator=(const Attachment&) = delete;
+  const ProbeSpec& probe() const { return probe_; }
+
+ protected:
+  explicit Attachment(ProbeSpec probe) : probe_(std::move(probe)) {}
+
+ private:
+  ProbeSpec probe_;
+};
+
+// Receives what the buffers deliver. Called on the polling thread only.
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void on_event(size_t table_index, const void* data, size_t size) = 0;
+  virtual void on_lost(size_t table_index, int cpu, uint64_t count) = 0;
+};
+
+class OutputReader {
+ public:
+  // Opens a perf buffer per online CPU for every perf table (`pages_per_cpu`
+  // pages each, a power of two) and a ring buffer consumer for every ring
+  // buffer table. Events go to `sink` with the index of their table.
+  static Result<std::unique_ptr<OutputReader>> open(const std::vector<OutputTable>& tables,
+                                                    EventSink& sink, int pages_per_cpu);
+  virtual ~OutputReader() = default;
+  // Waits up to timeout_ms for data, then delivers everything available.
+  // Returns false on a polling error other than EINTR.
+  virtual bool poll(int timeout_ms) = 0;
+  // Delivers whatever is buffered without waiting (used when stopping).
+  virtual void drain() = 0;
+};
+
+// The online CPUs (/sys/devices/system/cpu/online).
+std::vector<int> online_cpus();
+
+}  // namespace tcptrace::bcc

@@ -1,0 +1,132 @@
+#include "json_writer.h"
+
+#include <charconv>
+
+namespace tcptrace::json {
+namespace {
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+// Length of the well-formed UTF-8 sequence starting at s[i], or 0 when the
+// bytes there are not one (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
+size_t utf8_sequence_length(std::string_view s, size_t i) {
+  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b0 = byte(i);
+  const size_t left = s.size() - i;
+  auto cont = [&](size_t k) { return (byte(k) & 0xC0) == 0x80; };
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    return left >= 2 && cont(i + 1) ? 2 : 0;
+  }
+  if (b0 >= 0xE0 && b0 <= 0xEF) {
+    if (left < 3 || !cont(i + 1) || !cont(i + 2)) return 0;
+    const unsigned char b1 = byte(i + 1);
+    if (b0 == 0xE0 && b1 < 0xA0) return 0;  // overlong
+    if (b0 == 0xED && b1 > 0x9F) return 0;  // UTF-16 surrogate
+    return 3;
+  }
+  if (b0 >= 0xF0 && b0 <= 0xF4) {
+    if (left < 4 || !cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
+    const unsigned char b1 = byte(i + 1);
+    if (b0 == 0xF0 && b1 < 0x90) return 0;  // overlong
+    if (b0 == 0xF4 && b1 > 0x8F) return 0;  // beyond U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void append_string(std::string& out, std::string_view bytes) {
+  out.push_back('"');
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const unsigned char c = static_cast<unsigned char>(bytes[i]);
+    if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+      // Copy the longest run of plain ASCII at once.
+      size_t j = i + 1;
+      while (j < bytes.size()) {
+        const unsigned char d = static_cast<unsigned char>(bytes[j]);
+        if (d < 0x20 || d >= 0x7F || d == '"' || d == '\\') break;
+        ++j;
+      }
+      out.append(bytes.data() + i, j - i);
+      i = j;
+      continue;
+    }
+    switch (c) {
+      case '"': out.append("\\\""); ++i; continue;
+      case '\\': out.append("\\\\"); ++i; continue;
+      case '\n': out.append("\\n"); ++i; continue;
+      case '\r': out.append("\\r"); ++i; continue;
+      case '\t': out.append("\\t"); ++i; continue;
+      case '\b': out.append("\\b"); ++i; continue;
+      case '\f': out.append("\\f"); ++i; continue;
+      default: break;
+    }
+    if (c < 0x20 || c == 0x7F) {
+      const char esc[] = {'\\', 'u', '0', '0', kHexDigits[c >> 4], kHexDigits[c & 0xF]};
+      out.append(esc, sizeof esc);
+      ++i;
+      continue;
+    }
+    const size_t n = utf8_sequence_length(bytes, i);
+    if (n == 0) {
+      out.append("\xEF\xBF\xBD");  // U+FFFD REPLACEMENT CHARACTER
+      ++i;
+    } else {
+      out.append(bytes.data() + i, n);
+      i += n;
+    }
+  }
+  out.push_back('"');
+}
+
+void append_uint(std::string& out, uint64_t value) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+  out.append(buf, end);
+}
+
+void append_int(std::string& out, int64_t value) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+  out.append(buf, end);
+}
+
+void append_uint_exact(std::string& out, uint64_t value) {
+  if (value <= kMaxExactDouble) {
+    append_uint(out, value);
+    return;
+  }
+  out.push_back('"');
+  append_uint(out, value);
+  out.push_back('"');
+}
+
+void append_int_exact(std::string& out, int64_t value) {
+  const bool exact = value >= -static_cast<int64_t>(kMaxExactDouble) &&
+                     value <= static_cast<int64_t>(kMaxExactDouble);
+  if (exact) {
+    append_int(out, value);
+    return;
+  }
+  out.push_back('"');
+  append_int(out, value);
+  out.push_back('"');
+}
+
+void append_hex_string(std::string& out, uint64_t value) {
+  char buf[20];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, 16);
+  out.append("\"0x");
+  out.append(buf, end);
+  out.push_back('"');
+}
+
+void append_key(std::string& out, std::string_view key) {
+  out.push_back('"');
+  out.append(key);
+  out.append("\":");
+}
+
+}  // namespace tcptrace::json

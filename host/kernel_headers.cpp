@@ -1,0 +1,280 @@
+#include "kernel_headers.h"
+
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <system_error>
+
+namespace tcptrace {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_file(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+bool is_dir(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_directory(p, ec);
+}
+
+// BCC checks exactly this file before using a tree (loader.cc).
+bool has_kconfig(const fs::path& dir) { return is_file(dir / "include/linux/kconfig.h"); }
+
+// An objtree carries the generated headers and the kernel configuration.
+bool is_build_tree(const fs::path& dir) {
+  return is_dir(dir / "include/generated") || is_file(dir / ".config");
+}
+
+// Debian's build trees have a one-line Makefile:
+//   include /usr/src/linux-headers-6.1.0-56-common/Makefile
+std::optional<fs::path> source_from_makefile(const fs::path& build) {
+  std::ifstream makefile(build / "Makefile");
+  std::string line;
+  while (std::getline(makefile, line)) {
+    const std::string prefix = "include ";
+    if (line.rfind(prefix, 0) != 0) continue;
+    fs::path included = line.substr(prefix.size());
+    if (!included.is_absolute()) included = build / included;
+    const fs::path source = included.parent_path();
+    if (has_kconfig(source)) return source;
+  }
+  return std::nullopt;
+}
+
+std::string canonical_text(const fs::path& p) {
+  std::error_code ec;
+  fs::path canonical = fs::weakly_canonical(fs::absolute(p), ec);
+  return (ec ? p : canonical).string();
+}
+
+std::optional<HeaderTree> tree_from_build(const fs::path& build, std::string release) {
+  if (has_kconfig(build)) return HeaderTree{std::move(release), canonical_text(build), canonical_text(build)};
+  if (!is_build_tree(build)) return std::nullopt;
+  if (auto source = source_from_makefile(build)) {
+    return HeaderTree{std::move(release), canonical_text(build), canonical_text(*source)};
+  }
+  return std::nullopt;
+}
+
+std::optional<HeaderTree> tree_from_modules_dir(const fs::path& dir, const std::string& release) {
+  const fs::path build = dir / "build";
+  const fs::path source = dir / "source";
+  if (is_dir(build) && is_dir(source) && has_kconfig(source)) {
+    return HeaderTree{release, canonical_text(build), canonical_text(source)};
+  }
+  if (is_dir(build)) return tree_from_build(build, release);
+  return std::nullopt;
+}
+
+// "6.1.0-56-cloud-amd64" -> {6, 1, 0, 56}: orders releases by version.
+std::vector<long> version_key(const std::string& release) {
+  std::vector<long> key;
+  size_t i = 0;
+  while (i < release.size()) {
+    if (release[i] >= '0' && release[i] <= '9') {
+      long n = 0;
+      while (i < release.size() && release[i] >= '0' && release[i] <= '9') {
+        n = n * 10 + (release[i] - '0');
+        ++i;
+      }
+      key.push_back(n);
+    } else if (release[i] == '.' || release[i] == '-') {
+      ++i;
+    } else {
+      break;  // flavour suffix ("cloud-amd64") does not order releases
+    }
+  }
+  return key;
+}
+
+}  // namespace
+
+HeaderSearchPaths default_header_search_paths() {
+  HeaderSearchPaths paths;
+  utsname un{};
+  uname(&un);
+  paths.running_release = un.release;
+  return paths;
+}
+
+Result<HeaderTree> header_tree_from_dir(const std::string& dir) {
+  const fs::path path(dir);
+  if (!is_dir(path)) return runtime_error("--kernel-headers: '" + dir + "' is not a directory");
+  const std::string release = path.filename().string();
+  if (auto tree = tree_from_modules_dir(path, release)) return *tree;
+  if (auto tree = tree_from_build(path, release)) return *tree;
+  return runtime_error("--kernel-headers: '" + dir +
+                       "' is not a kernel header tree (no include/linux/kconfig.h, no build/ "
+                       "and source/, no Makefile naming the source tree)");
+}
+
+std::vector<HeaderTree> installed_header_trees(const HeaderSearchPaths& paths) {
+  std::vector<HeaderTree> trees;
+  std::set<std::string> seen;
+  auto add = [&](std::optional<HeaderTree> tree) {
+    if (!tree || tree->release == paths.running_release) return;
+    if (!seen.insert(tree->build_dir).second) return;
+    trees.push_back(std::move(*tree));
+  };
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(paths.modules_dir, ec)) {
+    add(tree_from_modules_dir(entry.path(), entry.path().filename().string()));
+  }
+  for (const auto& entry : fs::directory_iterator(paths.usr_src, ec)) {
+    const std::string name = entry.path().filename().string();
+    const std::string prefix = "linux-headers-";
+    if (name.rfind(prefix, 0) != 0) continue;
+    add(tree_from_build(entry.path(), name.substr(prefix.size())));
+  }
+  std::stable_sort(trees.begin(), trees.end(), [](const HeaderTree& a, const HeaderTree& b) {
+    return version_key(a.release) > version_key(b.release);
+  });
+  return trees;
+}
+
+std::string header_package_hint(const std::string& release) {
+  return "linux-headers-" + release;
+}
+
+Result<HeaderChoice> choose_kernel_headers(const HeaderSearchPaths& paths,
+                                           const std::optional<std::string>& chosen_dir) {
+  HeaderChoice choice;
+  if (chosen_dir) {
+    auto tree = header_tree_from_dir(*chosen_dir);
+    if (!tree) return std::move(tree).take_error();
+    choice.match = HeaderMatch::chosen;
+    choice.tree = std::move(tree).value();
+    return choice;
+  }
+  const fs::path running = fs::path(paths.modules_dir) / paths.running_release;
+  if (auto tree = tree_from_modules_dir(running, paths.running_release)) {
+    choice.match = HeaderMatch::exact;
+    return choice;
+  }
+  if (is_file(paths.kheaders_archive)) {
+    choice.match = HeaderMatch::kheaders;
+    return choice;
+  }
+  std::vector<HeaderTree> installed = installed_header_trees(paths);
+  if (installed.empty()) {
+    return runtime_error("no kernel headers found for the running kernel " + paths.running_release +
+                         " nor any other: install " + header_package_hint(paths.running_release) +
+                         " (Debian/Ubuntu; or linux-headers-amd64 when that does not exist), or "
+                         "pass --kernel-headers DIR");
+  }
+  choice.match = HeaderMatch::fallback;
+  choice.tree = installed.front();
+  choice.alternatives.assign(installed.begin() + 1, installed.end());
+  return choice;
+}
+
+std::string describe_header_choice(const HeaderChoice& choice, const std::string& running_release) {
+  switch (choice.match) {
+    case HeaderMatch::exact:
+      return "";
+    case HeaderMatch::kheaders:
+      return "using the running kernel's built-in headers (/sys/kernel/kheaders.tar.xz)";
+    case HeaderMatch::chosen:
+    case HeaderMatch::fallback: {
+      const HeaderTree& tree = *choice.tree;
+      std::string line = "using kernel headers " + tree.release + " (" + tree.build_dir + ")";
+      if (tree.release != running_release) {
+        line += ", which do not match the running kernel " + running_release;
+        if (choice.match == HeaderMatch::fallback) {
+          line += "; install " + header_package_hint(running_release) +
+                  " or choose a tree with --kernel-headers DIR";
+        }
+      }
+      return line;
+    }
+  }
+  return "";
+}
+
+namespace {
+
+// Links every entry of `dirs` (earlier wins on a clash of files) into `dest`,
+// descending into names that are directories in more than one of them.
+std::error_code merge_into(const fs::path& dest, const std::vector<fs::path>& dirs) {
+  std::error_code ec;
+  std::set<std::string> names;
+  for (const auto& dir : dirs) {
+    for (const auto& entry : fs::directory_iterator(dir, ec)) names.insert(entry.path().filename().string());
+    if (ec) return ec;
+  }
+  for (const auto& name : names) {
+    std::vector<fs::path> holders;
+    for (const auto& dir : dirs) {
+      if (fs::exists(dir / name, ec)) holders.push_back(dir / name);
+    }
+    size_t dir_holders = 0;
+    for (const auto& h : holders) dir_holders += is_dir(h) ? 1 : 0;
+    if (dir_holders > 1) {
+      std::vector<fs::path> subdirs;
+      for (const auto& h : holders) {
+        if (is_dir(h)) subdirs.push_back(h);
+      }
+      fs::create_directory(dest / name, ec);
+      if (ec) return ec;
+      if (auto err = merge_into(dest / name, subdirs)) return err;
+    } else if (!holders.empty()) {
+      fs::create_symlink(fs::absolute(holders.front()), dest / name, ec);
+      if (ec) return ec;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<MergedHeaderTree> MergedHeaderTree::create(const HeaderTree& tree) {
+  if (tree.single_tree()) return MergedHeaderTree(tree.build_dir, false);
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/tcptrace-bcc-headers-XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return runtime_error("cannot create a directory for the merged kernel header tree in " +
+                         fs::path(pattern).parent_path().string());
+  }
+  MergedHeaderTree merged(pattern, true);
+  // The build tree (generated headers, .config) comes first: where both halves
+  // hold the same file, the objtree's generated one is the right one.
+  if (auto ec = merge_into(pattern, {tree.build_dir, tree.source_dir})) {
+    return runtime_error("cannot merge kernel headers " + tree.build_dir + " and " + tree.source_dir +
+                         " into " + pattern + ": " + ec.message());
+  }
+  return merged;
+}
+
+MergedHeaderTree::MergedHeaderTree(MergedHeaderTree&& other) noexcept
+    : path_(std::move(other.path_)), owned_(other.owned_) {
+  other.owned_ = false;
+}
+
+MergedHeaderTree& MergedHeaderTree::operator=(MergedHeaderTree&& other) noexcept {
+  if (this != &other) {
+    if (owned_) {
+      std::error_code ec;
+      fs::remove_all(path_, ec);
+    }
+    path_ = std::move(other.path_);
+    owned_ = other.owned_;
+    other.owned_ = false;
+  }
+  return *this;
+}
+
+MergedHeaderTree::~MergedHeaderTree() {
+  if (owned_) {
+    std::error_code ec;
+    fs::remove_all(path_, ec);  // removes the links, never their targets
+  }
+}
+
+}  // namespace tcptrace

@@ -1,0 +1,164 @@
+#include "options.h"
+
+#include <cxxopts.hpp>
+
+#include <charconv>
+#include <cmath>
+
+namespace tcptrace {
+namespace {
+
+cxxopts::Options make_parser() {
+  cxxopts::Options parser("tcptrace-bcc",
+                          "Compile a BPF program with BCC at run time, attach it, and print one JSON "
+                          "object per kernel event on stdout.");
+  parser.custom_help("--program NAME [options]");
+  // Values are read as strings and converted here, so every bad value gets
+  // an error naming its option instead of cxxopts' generic text.
+  parser.add_options()
+      ("program", "built-in program to run (states)", cxxopts::value<std::string>(), "NAME")
+      ("programs-dir", "directory holding NAME.bpf.c programs", cxxopts::value<std::string>(), "DIR")
+      ("L,sport", "local ports to trace: 80,443,8000-8100", cxxopts::value<std::string>(), "LIST")
+      ("D,dport", "remote ports to trace (a LIST of ports); -D NAME[=VALUE] defines a macro instead",
+       cxxopts::value<std::vector<std::string>>(), "LIST")
+      ("4,ipv4", "trace IPv4 only")
+      ("6,ipv6", "trace IPv6 only")
+      ("duration", "stop after SECONDS", cxxopts::value<std::string>(), "SECONDS")
+      ("count", "stop after N events", cxxopts::value<std::string>(), "N")
+      ("kernel-headers", "kernel header tree to compile against", cxxopts::value<std::string>(), "DIR")
+      ("buffer-pages", "perf buffer pages per CPU (power of two, default 64)",
+       cxxopts::value<std::string>(), "N")
+      ("h,help", "print this help")
+      ("version", "print the version");
+  return parser;
+}
+
+template <class T>
+Result<T> parse_number(const std::string& option, const std::string& text) {
+  T value{};
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec == std::errc::result_out_of_range) {
+    return usage_error("--" + option + ": '" + text + "' is out of range");
+  }
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
+    return usage_error("--" + option + ": '" + text + "' is not a number");
+  }
+  return value;
+}
+
+bool is_macro_name(const std::string& name) {
+  if (name.empty()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (!alpha && !(i > 0 && c >= '0' && c <= '9')) return false;
+  }
+  return true;
+}
+
+// -D carries two meanings, as in bcc's tcpstates (-D remote ports) and in
+// compilers (-D NAME=VALUE). A port list starts with a digit and a macro name
+// cannot, so the first character decides.
+Status take_dash_d(Options& options, const std::vector<std::string>& values) {
+  std::vector<std::string> port_lists;
+  for (const std::string& value : values) {
+    if (!value.empty() && value[0] >= '0' && value[0] <= '9') {
+      port_lists.push_back(value);
+      continue;
+    }
+    const size_t eq = value.find('=');
+    UserMacro macro;
+    macro.name = value.substr(0, eq);
+    if (eq != std::string::npos) macro.value = value.substr(eq + 1);
+    if (!is_macro_name(macro.name)) {
+      return usage_error("-D: '" + value + "' is neither a port list nor NAME[=VALUE] with a C identifier");
+    }
+    if (is_reserved_macro_name(macro.name)) {
+      return usage_error("-D: macro " + macro.name +
+                         " is reserved for the host's own filters (names starting FILTER_ or TCPTRACE_)");
+    }
+    for (const UserMacro& earlier : options.macros) {
+      if (earlier.name == macro.name) return usage_error("-D: macro " + macro.name + " is defined twice");
+    }
+    options.macros.push_back(std::move(macro));
+  }
+  if (port_lists.size() > 1) return usage_error("--dport: given more than once (use one LIST: 80,443)");
+  if (port_lists.size() == 1) {
+    auto ports = PortSet::parse("--dport", port_lists[0]);
+    if (!ports) return std::move(ports).take_error();
+    options.filters.dport = std::move(ports).value();
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string usage_text() { return make_parser().help(); }
+
+Result<Options> parse_options(int argc, const char* const* argv) {
+  cxxopts::Options parser = make_parser();
+  Options options;
+  try {
+    cxxopts::ParseResult parsed = parser.parse(argc, argv);
+    if (!parsed.unmatched().empty()) {
+      return usage_error("unexpected argument '" + parsed.unmatched().front() + "'");
+    }
+    for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
+                               "buffer-pages", "ipv4", "ipv6"}) {
+      if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
+    }
+    options.help = parsed.count("help") > 0;
+    options.version = parsed.count("version") > 0;
+    if (options.help || options.version) return options;
+
+    if (parsed.count("program")) options.program = parsed["program"].as<std::string>();
+    if (parsed.count("programs-dir")) options.programs_dir = parsed["programs-dir"].as<std::string>();
+    if (parsed.count("kernel-headers")) options.kernel_headers = parsed["kernel-headers"].as<std::string>();
+    if (parsed.count("sport")) {
+      auto ports = PortSet::parse("--sport", parsed["sport"].as<std::string>());
+      if (!ports) return std::move(ports).take_error();
+      options.filters.sport = std::move(ports).value();
+    }
+    if (parsed.count("dport")) {
+      if (Status s = take_dash_d(options, parsed["dport"].as<std::vector<std::string>>()); !s) {
+        return std::move(s).take_error();
+      }
+    }
+    const bool v4 = parsed.count("ipv4") > 0;
+    const bool v6 = parsed.count("ipv6") > 0;
+    if (v4 && v6) return usage_error("-4 and -6 exclude each other (give neither to trace both)");
+    options.filters.family = v4 ? 4 : v6 ? 6 : 0;
+
+    if (parsed.count("duration")) {
+      const std::string text = parsed["duration"].as<std::string>();
+      auto seconds = parse_number<double>("duration", text);
+      if (!seconds) return std::move(seconds).take_error();
+      if (!std::isfinite(*seconds) || *seconds <= 0) {
+        return usage_error("--duration: '" + text + "' must be a positive number of seconds");
+      }
+      options.duration_seconds = *seconds;
+    }
+    if (parsed.count("count")) {
+      const std::string text = parsed["count"].as<std::string>();
+      auto count = parse_number<uint64_t>("count", text);
+      if (!count) return std::move(count).take_error();
+      if (*count == 0) return usage_error("--count: must be at least 1");
+      options.count = *count;
+    }
+    if (parsed.count("buffer-pages")) {
+      const std::string text = parsed["buffer-pages"].as<std::string>();
+      auto pages = parse_number<int>("buffer-pages", text);
+      if (!pages) return std::move(pages).take_error();
+      if (*pages <= 0 || (*pages & (*pages - 1)) != 0 || *pages > 65536) {
+        return usage_error("--buffer-pages: '" + text + "' must be a power of two from 1 to 65536");
+      }
+      options.buffer_pages = *pages;
+    }
+  } catch (const cxxopts::exceptions::exception& e) {
+    return usage_error(e.what());
+  }
+  if (!options.program) return usage_error("no program given: use --program NAME (see --help)");
+  return options;
+}
+
+}  // namespace tcptrace

@@ -1,0 +1,38 @@
+// The command line, parsed into one struct by a pure function (no exit(), no
+// printing): usage errors come back as Result errors with exit status 2.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "filter_macros.h"
+#include "result.h"
+
+namespace tcptrace {
+
+struct UserMacro {
+  std::string name;
+  std::optional<std::string> value;
+};
+
+struct Options {
+  std::optional<std::string> program;       // --program NAME
+  std::optional<std::string> programs_dir;  // --programs-dir DIR
+  FilterSpec filters;
+  std::vector<UserMacro> macros;            // -D NAME[=VALUE]
+  std::optional<double> duration_seconds;   // --duration
+  std::optional<uint64_t> count;            // --count
+  std::optional<std::string> kernel_headers;  // --kernel-headers DIR
+  int buffer_pages = 64;                    // --buffer-pages, per CPU
+  bool help = false;
+  bool version = false;
+};
+
+Result<Options> parse_options(int argc, const char* const* argv);
+
+// The --help text.
+std::string usage_text();
+
+}  // namespace tcptrace

@@ -1,0 +1,33 @@
+// Converts kernel CLOCK_MONOTONIC timestamps (bpf_ktime_get_ns) to wall-clock
+// RFC 3339 strings. The offset between the two clocks is sampled once at
+// start; NTP slews both clocks alike, so the offset drifts only on a step of
+// the wall clock, which a tracer of TCP events can accept.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace tcptrace {
+
+class WallClock {
+ public:
+  WallClock();                               // samples the offset now
+  explicit WallClock(int64_t realtime_minus_monotonic_ns)
+      : offset_ns_(realtime_minus_monotonic_ns) {}
+
+  // Appends "2026-11-21T22:50:41.123456Z" (with quotes) for a monotonic time.
+  void append_rfc3339_from_monotonic_us(std::string& out, uint64_t monotonic_us) const;
+  // The same for the current wall-clock time.
+  void append_rfc3339_now(std::string& out) const;
+  // The same for a wall-clock time in µs since the epoch.
+  void append_rfc3339_realtime_us(std::string& out, int64_t realtime_us) const;
+
+ private:
+  int64_t offset_ns_;
+  // Formatting the date is the costly part; events arrive in bursts within
+  // the same second, so the last second's text is kept.
+  mutable int64_t cached_second_ = INT64_MIN;
+  mutable char cached_text_[20] = {};
+};
+
+}  // namespace tcptrace
