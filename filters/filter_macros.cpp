@@ -3,34 +3,25 @@
 namespace tcptrace {
 namespace {
 
-void add_port_filter(FilterPlan& plan, const char* which, const char* table,
-                     const std::optional<PortSet>& ports) {
+void add_port_filter(FilterPlan& plan, const char* which, const std::optional<PortSet>& ports) {
   if (!ports) return;
-  const std::string prefix = std::string("-DFILTER_") + which;
-  if (ports->ranges().size() > kMaxInlinePortRanges) {
-    plan.cflags.push_back(prefix + "_MODE=2");
-    plan.table_fills.push_back({table, *ports});
-    return;
-  }
-  std::string expression;
+  std::string cases;
   for (const PortRange& r : ports->ranges()) {
-    if (!expression.empty()) expression += "||";
-    if (r.first == r.last) {
-      expression += "(p)==" + std::to_string(r.first);
-    } else {
-      expression += "((p)>=" + std::to_string(r.first) + "&&(p)<=" + std::to_string(r.last) + ")";
-    }
+    cases += "case " + std::to_string(r.first);
+    if (r.last != r.first) cases += " ... " + std::to_string(r.last);
+    cases += ": ";
   }
+  const std::string prefix = std::string("-DFILTER_") + which;
   plan.cflags.push_back(prefix + "_MODE=1");
-  plan.cflags.push_back(prefix + "_MATCH(p)=(" + expression + ")");
+  plan.cflags.push_back(prefix + "_CASES=" + cases);
 }
 
 }  // namespace
 
 FilterPlan build_filter_plan(const FilterSpec& spec) {
   FilterPlan plan;
-  add_port_filter(plan, "SPORT", "filter_sport_ports", spec.sport);
-  add_port_filter(plan, "DPORT", "filter_dport_ports", spec.dport);
+  add_port_filter(plan, "SPORT", spec.sport);
+  add_port_filter(plan, "DPORT", spec.dport);
   if (spec.family != 0) plan.cflags.push_back("-DFILTER_FAMILY=" + std::to_string(spec.family));
   if (spec.pid) plan.cflags.push_back("-DFILTER_PID=" + std::to_string(*spec.pid));
   if (spec.min_us) plan.cflags.push_back("-DFILTER_MIN_US=" + std::to_string(*spec.min_us) + "ULL");

@@ -2,10 +2,9 @@
 //
 // Every filter is a macro with a safe default in filters/tcptrace_filter.h
 // (`#ifndef FILTER_X / #define FILTER_X 0`), so a filter the user did not ask
-// for compiles to nothing. Port sets with a few ranges become an inline
-// comparison expression; larger ones become a 64 Ki-entry BPF array the host
-// fills after loading, so `--sport` with a thousand ports neither bloats the
-// program nor slows clang down.
+// for compiles to nothing. A port set becomes the case labels of a switch,
+// which clang turns into a compare tree: `--sport 1-1024` is two comparisons,
+// a thousand scattered ports about ten per event, and no map is involved.
 #pragma once
 
 #include <cstdint>
@@ -26,20 +25,9 @@ struct FilterSpec {
   bool no_failures = false;
 };
 
-// A BPF array (declared by tcptrace_filter.h) the host must fill with 1 at
-// every port of `ports` once the program is loaded.
-struct PortTableFill {
-  std::string table;
-  PortSet ports;
-};
-
 struct FilterPlan {
   std::vector<std::string> cflags;  // "-DNAME=VALUE" strings
-  std::vector<PortTableFill> table_fills;
 };
-
-// Above this many ranges a port set goes into a map instead of inline code.
-inline constexpr size_t kMaxInlinePortRanges = 8;
 
 FilterPlan build_filter_plan(const FilterSpec& spec);
 

@@ -3,8 +3,8 @@
  * Included by the programs in programs/ (and usable by user programs).
  *
  *   FILTER_SPORT_MODE / FILTER_DPORT_MODE
- *       0: no filter; 1: FILTER_xPORT_MATCH(p) is an inline expression;
- *       2: the host fills the array filter_xport_ports (1 = port wanted).
+ *       0: no filter; 1: FILTER_xPORT_CASES holds the wanted ports as
+ *       switch case labels.
  *   FILTER_FAMILY   0, 4 or 6
  *   FILTER_PID      0 or the tgid to keep
  *   FILTER_MIN_US   0 or the smallest latency worth reporting
@@ -32,27 +32,41 @@
 #define FILTER_NO_FAILURES 0
 #endif
 
-/* The macros below expand inside the including program, so BCC rewrites the
- * map lookups there as it does for any map use in the program itself. */
-#if FILTER_SPORT_MODE == 2
-BPF_ARRAY(filter_sport_ports, u8, 65536);
-#define TCPTRACE_SPORT_WANTED(port) \
-  ({ u32 __key = (port); u8 *__hit = filter_sport_ports.lookup(&__key); __hit && *__hit; })
-#elif FILTER_SPORT_MODE == 1
-#define TCPTRACE_SPORT_WANTED(port) FILTER_SPORT_MATCH((u32)(port))
+/* A port set arrives as the case labels of a switch ("case 80: case 1000
+ * ... 2000:"). clang lowers a switch to a balanced compare tree (BPF has no
+ * jump tables), so a thousand ports cost about ten comparisons per event and
+ * no map lookup. (A map could not be used from here anyway: BCC rewrites map
+ * calls only in the program's own file, never in headers or macros.) */
+static __always_inline int tcptrace_sport_wanted(u32 port)
+{
+#if FILTER_SPORT_MODE
+    switch (port) {
+    FILTER_SPORT_CASES
+        return 1;
+    default:
+        return 0;
+    }
 #else
-#define TCPTRACE_SPORT_WANTED(port) 1
+    return 1;
 #endif
+}
 
-#if FILTER_DPORT_MODE == 2
-BPF_ARRAY(filter_dport_ports, u8, 65536);
-#define TCPTRACE_DPORT_WANTED(port) \
-  ({ u32 __key = (port); u8 *__hit = filter_dport_ports.lookup(&__key); __hit && *__hit; })
-#elif FILTER_DPORT_MODE == 1
-#define TCPTRACE_DPORT_WANTED(port) FILTER_DPORT_MATCH((u32)(port))
+static __always_inline int tcptrace_dport_wanted(u32 port)
+{
+#if FILTER_DPORT_MODE
+    switch (port) {
+    FILTER_DPORT_CASES
+        return 1;
+    default:
+        return 0;
+    }
 #else
-#define TCPTRACE_DPORT_WANTED(port) 1
+    return 1;
 #endif
+}
+
+#define TCPTRACE_SPORT_WANTED(port) tcptrace_sport_wanted(port)
+#define TCPTRACE_DPORT_WANTED(port) tcptrace_dport_wanted(port)
 
 /* family: 4 or 6 (not AF_*). */
 #define TCPTRACE_FAMILY_WANTED(family) (FILTER_FAMILY == 0 || (family) == FILTER_FAMILY)

@@ -62,32 +62,66 @@ struct CompiledWithHeaders {
   std::optional<MergedHeaderTree> merged_headers;
 };
 
-// Compiles against the chosen headers. With a fallback tree that fails, the
-// next installed tree is tried: a header tree newer than what this libbcc's
-// clang understands fails inside the headers (BCC 0.26 with Linux 6.12's,
-// `struct bpf_wq` incomplete) while an older one works.
-Result<CompiledWithHeaders> compile_with_headers(const std::string& source, const std::vector<std::string>& cflags,
+// clang names the program "/virtual/main.c"; anything else it complains
+// about is a header.
+bool blames_the_program(const std::string& diagnostics) {
+  return diagnostics.find("/virtual/main.c:") != std::string::npos ||
+         diagnostics.find("bpf: ") != std::string::npos;
+}
+
+void report_diagnostics(const std::string& diagnostics, const std::string& program_path) {
+  size_t start = 0;
+  while (start < diagnostics.size()) {
+    size_t end = diagnostics.find('\n', start);
+    if (end == std::string::npos) end = diagnostics.size();
+    std::string line = diagnostics.substr(start, end - start);
+    if (size_t at = line.find("/virtual/main.c"); at != std::string::npos) {
+      line.replace(at, std::string("/virtual/main.c").size(), program_path);
+    }
+    if (!line.empty()) {
+      line.push_back('\n');
+      ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+      (void)ignored;
+    }
+    start = end + 1;
+  }
+}
+
+// Compiles against the chosen headers. When a fallback header tree fails
+// inside the headers rather than in the program, the next installed tree is
+// tried: a tree newer than what this libbcc's clang understands fails there
+// (BCC 0.26 with Linux 6.12's: `struct bpf_wq` incomplete) while an older one
+// works.
+Result<CompiledWithHeaders> compile_with_headers(const ProgramSource& source, const std::vector<std::string>& cflags,
                                                  const HeaderChoice& choice, const std::string& running_release) {
   std::vector<std::optional<HeaderTree>> trees = {choice.tree};
   for (const auto& alternative : choice.alternatives) trees.emplace_back(alternative);
-  std::optional<Error> first_error;
   for (size_t i = 0; i < trees.size(); ++i) {
     std::optional<MergedHeaderTree> merged;
     if (trees[i]) {
       auto created = MergedHeaderTree::create(*trees[i]);
       if (!created) return std::move(created).take_error();
       merged.emplace(std::move(created).value());
-      if (i > 0) {
-        HeaderChoice retry{HeaderMatch::fallback, trees[i], {}};
-        report("retrying: " + describe_header_choice(retry, running_release));
-      }
     }
-    auto program =
-        bcc::Program::compile(source, cflags, merged ? std::optional<std::string>(merged->path()) : std::nullopt);
-    if (program) return CompiledWithHeaders{std::move(program).value(), std::move(merged)};
-    if (!first_error) first_error = program.error();
+    std::string diagnostics;
+    auto program = bcc::Program::compile(source.text, cflags,
+                                         merged ? std::optional<std::string>(merged->path()) : std::nullopt,
+                                         diagnostics);
+    if (program) {
+      // Warnings about the program itself are worth showing; header noise is not.
+      if (blames_the_program(diagnostics)) report_diagnostics(diagnostics, source.path);
+      return CompiledWithHeaders{std::move(program).value(), std::move(merged)};
+    }
+    const bool last = i + 1 == trees.size();
+    if (blames_the_program(diagnostics) || last || choice.match != HeaderMatch::fallback) {
+      report_diagnostics(diagnostics, source.path);
+      return runtime_error(source.path + " did not compile (diagnostics above)");
+    }
+    HeaderChoice next{HeaderMatch::fallback, trees[i + 1], {}};
+    report("kernel headers " + trees[i]->release + " do not compile with this BCC; " +
+           describe_header_choice(next, running_release));
   }
-  return *first_error;
+  return runtime_error(source.path + " did not compile");
 }
 
 double monotonic_seconds() {
@@ -121,17 +155,9 @@ Status run(const Options& options) {
   if (!headers) return std::move(headers).take_error();
   if (std::string line = describe_header_choice(*headers, search.running_release); !line.empty()) report(line);
 
-  auto compiled = compile_with_headers(source->text, cflags, *headers, search.running_release);
+  auto compiled = compile_with_headers(*source, cflags, *headers, search.running_release);
   if (!compiled) return std::move(compiled).take_error();
   bcc::Program& program = compiled->program;
-
-  for (const PortTableFill& fill : filters.table_fills) {
-    std::vector<uint32_t> ports;
-    for (const PortRange& r : fill.ports.ranges()) {
-      for (uint32_t p = r.first; p <= r.last; ++p) ports.push_back(p);
-    }
-    if (Status s = program.set_u8_array_entries(fill.table, ports, 1); !s) return s;
-  }
 
   // Decoders, one per output table, from the layout BCC recorded.
   const WallClock clock;

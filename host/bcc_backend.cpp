@@ -5,6 +5,7 @@
 #include <bcc/libbpf.h>
 #include <bcc/perf_reader.h>
 #include <linux/bpf.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -35,6 +36,48 @@ class StdoutToStderr {
   StdoutToStderr& operator=(const StdoutToStderr&) = delete;
 
  private:
+  UniqueFd saved_;
+};
+
+// clang prints diagnostics to stderr (loader.cc: TextDiagnosticPrinter on
+// llvm::errs()). While BCC compiles, stderr goes to an in-memory file so the
+// host can tell errors in the program from errors in kernel headers, and can
+// point them at the user's file.
+class StderrCapture {
+ public:
+  StderrCapture() {
+    std::fflush(stderr);
+    file_ = UniqueFd(::memfd_create("tcptrace-clang-diagnostics", MFD_CLOEXEC));
+    saved_ = UniqueFd(::dup(STDERR_FILENO));
+    if (file_.valid() && saved_.valid()) ::dup2(file_.get(), STDERR_FILENO);
+  }
+  ~StderrCapture() { restore(); }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+
+  std::string finish() {
+    restore();
+    std::string text;
+    if (!file_.valid()) return text;
+    char buf[4096];
+    off_t offset = 0;
+    ssize_t n;
+    while ((n = ::pread(file_.get(), buf, sizeof buf, offset)) > 0) {
+      text.append(buf, static_cast<size_t>(n));
+      offset += n;
+    }
+    return text;
+  }
+
+ private:
+  void restore() {
+    if (saved_.valid()) {
+      std::fflush(stderr);
+      ::dup2(saved_.get(), STDERR_FILENO);
+      saved_.reset();
+    }
+  }
+  UniqueFd file_;
   UniqueFd saved_;
 };
 
@@ -230,20 +273,22 @@ class BufferReader final : public OutputReader {
 // ---- Program ---------------------------------------------------------------
 
 Result<Program> Program::compile(const std::string& source, const std::vector<std::string>& cflags,
-                                 const std::optional<std::string>& kernel_source_dir) {
+                                 const std::optional<std::string>& kernel_source_dir, std::string& diagnostics) {
   std::vector<const char*> flags;
   flags.reserve(cflags.size());
   for (const auto& flag : cflags) flags.push_back(flag.c_str());
   void* module = nullptr;
   {
     ScopedEnv kernel_source("BCC_KERNEL_SOURCE", kernel_source_dir);
-    StdoutToStderr guard;
-    module = bpf_module_create_c_from_string(source.c_str(), 0, flags.data(), static_cast<int>(flags.size()),
-                                             true, nullptr);
+    StderrCapture capture;
+    {
+      StdoutToStderr guard;
+      module = bpf_module_create_c_from_string(source.c_str(), 0, flags.data(), static_cast<int>(flags.size()),
+                                               true, nullptr);
+    }
+    diagnostics = capture.finish();
   }
-  if (module == nullptr) {
-    return runtime_error("the BPF program did not compile (clang's diagnostics are above)");
-  }
+  if (module == nullptr) return runtime_error("the BPF program did not compile");
   return Program(module);
 }
 
@@ -289,21 +334,6 @@ std::vector<OutputTable> Program::output_tables() const {
 
 bool Program::has_table(const std::string& name) const {
   return bpf_table_fd(module_, name.c_str()) >= 0;
-}
-
-Status Program::set_u8_array_entries(const std::string& table, const std::vector<uint32_t>& keys,
-                                     uint8_t value) {
-  const int fd = bpf_table_fd(module_, table.c_str());
-  if (fd < 0) return runtime_error("the program has no table '" + table + "'");
-  for (uint32_t key : keys) {
-    uint32_t k = key;
-    uint8_t v = value;
-    if (bpf_update_elem(fd, &k, &v, 0) != 0) {
-      return runtime_error("cannot set entry " + std::to_string(key) + " of table '" + table +
-                           "': " + errno_text(errno));
-    }
-  }
-  return {};
 }
 
 Result<LoadedFunction> Program::load(const ProbeSpec& probe) const {

@@ -36,9 +36,11 @@ class Program {
  public:
   // Compiles C text with BCC's clang. `kernel_source_dir` (a merged header
   // tree) is handed to BCC as BCC_KERNEL_SOURCE; without it BCC finds the
-  // running kernel's headers itself. clang's diagnostics go to stderr.
+  // running kernel's headers itself. Whatever clang and BCC printed (errors
+  // and warnings, with the program as /virtual/main.c) lands in
+  // `diagnostics`, on success and on failure.
   static Result<Program> compile(const std::string& source, const std::vector<std::string>& cflags,
-                                 const std::optional<std::string>& kernel_source_dir);
+                                 const std::optional<std::string>& kernel_source_dir, std::string& diagnostics);
   Program(Program&& other) noexcept;
   Program& operator=(Program&& other) noexcept;
   Program(const Program&) = delete;
@@ -50,9 +52,6 @@ class Program {
   // for what the program submits to it (empty when it submits nothing).
   std::vector<OutputTable> output_tables() const;
   bool has_table(const std::string& name) const;
-
-  // Sets table[key] = value for each key of an array map of u8 values.
-  Status set_u8_array_entries(const std::string& table, const std::vector<uint32_t>& keys, uint8_t value);
 
   // Loads one function through the verifier as the program type its probe
   // kind needs. On failure the error carries the verifier's last log lines.

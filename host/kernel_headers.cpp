@@ -55,7 +55,8 @@ std::string canonical_text(const fs::path& p) {
 }
 
 std::optional<HeaderTree> tree_from_build(const fs::path& build, std::string release) {
-  if (has_kconfig(build)) return HeaderTree{std::move(release), canonical_text(build), canonical_text(build)};
+  // A source half alone (Debian's -common) lacks the generated headers.
+  if (has_kconfig(build) && is_build_tree(build)) return HeaderTree{std::move(release), canonical_text(build), canonical_text(build)};
   if (!is_build_tree(build)) return std::nullopt;
   if (auto source = source_from_makefile(build)) {
     return HeaderTree{std::move(release), canonical_text(build), canonical_text(*source)};

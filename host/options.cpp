@@ -1,5 +1,8 @@
 #include "options.h"
 
+// -D takes port lists ("80,443") and macro values containing commas: no
+// splitting of repeated-option values on commas.
+#define CXXOPTS_VECTOR_DELIMITER '\0'
 #include <cxxopts.hpp>
 
 #include <charconv>

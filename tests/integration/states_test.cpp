@@ -1,1 +1,333 @@
+// The `states` program against real loopback TCP traffic made by this test
+// process: parsed JSON lines, exact fields, linked per-socket chains, and the
+// owning process on every event even when the kernel ran in softirq context.
 #include <gtest/gtest.h>
+#include <signal.h>
+
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+#include <thread>
+#include <functional>
+#include <cstring>
+
+#include "loopback.h"
+#include "tool_process.h"
+
+namespace tcptrace::testing {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+const std::set<std::string> kStatesFields = {"time",   "ts_us",  "skaddr", "pid",      "comm",
+                                             "family", "saddr",  "daddr",  "sport",    "dport",
+                                             "oldstate", "newstate", "delta_us"};
+
+std::unique_ptr<ToolProcess> start_states(std::vector<std::string> extra) {
+  std::vector<std::string> args = {"--program", "states"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto tool = std::make_unique<ToolProcess>(args);
+  if (!tool->wait_for_stderr("ready", 120s)) {
+    ADD_FAILURE() << "tool did not become ready; stderr:\n" << tool->stderr_text();
+    return nullptr;
+  }
+  return tool;
+}
+
+// Events grouped per socket, in arrival order. The kernel reuses a freed
+// socket's memory for the next one, so a chain ends at its CLOSE and a later
+// event at the same address starts a new socket.
+std::vector<std::vector<json>> by_socket(const std::vector<json>& events) {
+  std::vector<std::vector<json>> chains;
+  std::map<std::string, size_t> open_chain;
+  for (const json& e : events) {
+    const std::string skaddr = e.at("skaddr").get<std::string>();
+    auto it = open_chain.find(skaddr);
+    if (it == open_chain.end()) {
+      it = open_chain.emplace(skaddr, chains.size()).first;
+      chains.emplace_back();
+    }
+    chains[it->second].push_back(e);
+    if (e.at("newstate") == "CLOSE") open_chain.erase(it);
+  }
+  return chains;
+}
+
+bool touches_port(const json& e, uint16_t port) {
+  return e.at("sport").get<int>() == port || e.at("dport").get<int>() == port;
+}
+
+void expect_linked_chain(const std::vector<json>& chain, const std::string& first_old,
+                         const std::string& first_new) {
+  ASSERT_FALSE(chain.empty());
+  EXPECT_EQ(chain.front().at("oldstate"), first_old) << chain.front();
+  EXPECT_EQ(chain.front().at("newstate"), first_new) << chain.front();
+  EXPECT_EQ(chain.front().at("delta_us"), 0) << "time in the state before the first one seen is unknown";
+  for (size_t i = 1; i < chain.size(); ++i) {
+    EXPECT_EQ(chain[i].at("oldstate"), chain[i - 1].at("newstate")) << "broken chain at " << chain[i];
+    const int64_t gap = chain[i].at("ts_us").get<int64_t>() - chain[i - 1].at("ts_us").get<int64_t>();
+    const int64_t delta = chain[i].at("delta_us").get<int64_t>();
+    EXPECT_GE(gap, 0);
+    // Both come from the same bpf_ktime_get_ns() readings, rounded apart.
+    EXPECT_LE(std::abs(delta - gap), 1) << chain[i];
+  }
+  EXPECT_EQ(chain.back().at("newstate"), "CLOSE") << chain.back();
+}
+
+std::set<std::string> keys_of(const json& e) {
+  std::set<std::string> keys;
+  for (const auto& item : e.items()) keys.insert(item.key());
+  return keys;
+}
+
+// Makes `n` connections to `listener` and closes them, alternating which side
+// closes first (so both FIN sequences occur). Returns the clients' ports.
+std::set<uint16_t> exchange_connections(int family, const Socket& listener, int n) {
+  std::set<uint16_t> client_ports;
+  for (int i = 0; i < n; ++i) {
+    Socket client = connect_loopback(family, listener.local_port());
+    EXPECT_GE(client.fd(), 0) << "connect failed: " << strerror(errno);
+    if (client.fd() < 0) continue;
+    client_ports.insert(client.local_port());
+    Socket server = accept_one(listener);
+    EXPECT_GE(server.fd(), 0);
+    EXPECT_EQ(write(client.fd(), "x", 1), 1);
+    // Read it: closing a socket with unread data sends RST (RFC 2525) and
+    // skips the FIN states this exchange is meant to show.
+    char byte = 0;
+    EXPECT_EQ(read(server.fd(), &byte, 1), 1);
+    if (i % 2 == 0) {
+      client.close();
+      std::this_thread::sleep_for(20ms);
+      server.close();
+    } else {
+      server.close();
+      std::this_thread::sleep_for(20ms);
+      client.close();
+    }
+  }
+  return client_ports;
+}
+
+// Runs the whole exchange on `family` while `states` traces with `options`.
+struct Trace {
+  std::vector<json> events;
+  uint16_t port = 0;
+  std::set<uint16_t> client_ports;
+  std::string stderr_text;
+};
+
+Trace trace_exchange(int family, std::vector<std::string> options, int connections,
+                     std::function<std::vector<std::string>(uint16_t)> port_options = nullptr) {
+  Trace trace;
+  Socket listener = bind_loopback(family);
+  trace.port = listener.local_port();
+  if (port_options) {
+    auto more = port_options(trace.port);
+    options.insert(options.end(), more.begin(), more.end());
+  }
+  auto tool = start_states(options);
+  if (!tool) return trace;
+  start_listening(listener);
+  trace.client_ports = exchange_connections(family, listener, connections);
+  listener.close();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  trace.events = tool->events();
+  trace.stderr_text = tool->stderr_text();
+  return trace;
+}
+
+TEST(States, LinkedChainsWithOwnerOnBothSidesIPv4) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const Trace trace = trace_exchange(AF_INET, {}, 3);
+  ASSERT_FALSE(trace.events.empty()) << trace.stderr_text;
+  const pid_t me = getpid();
+  const std::string comm = own_comm();
+  static const std::regex rfc3339(R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$)");
+  static const std::regex skaddr_hex(R"(^0x[0-9a-f]{1,16}$)");
+
+  std::vector<json> mine;
+  for (const json& e : trace.events) {
+    EXPECT_EQ(keys_of(e), kStatesFields) << e;
+    EXPECT_TRUE(std::regex_match(e.at("time").get<std::string>(), rfc3339)) << e;
+    EXPECT_TRUE(std::regex_match(e.at("skaddr").get<std::string>(), skaddr_hex)) << e;
+    // A connecting socket has no local port yet at CLOSE -> SYN_SENT.
+    const bool connecting_to_us = e.at("newstate") == "SYN_SENT" && e.at("dport") == trace.port;
+    if (touches_port(e, trace.port) || connecting_to_us) mine.push_back(e);
+  }
+  auto sockets = by_socket(mine);
+  // 1 listener + 3 accepted + 3 connecting sockets.
+  ASSERT_EQ(sockets.size(), 7u);
+
+  int listeners = 0, accepted = 0, connecting = 0;
+  for (const auto& chain : sockets) {
+    for (const json& e : chain) {
+      // The owner, never the softirq's current task (often swapper/N).
+      EXPECT_EQ(e.at("pid"), me) << e;
+      EXPECT_EQ(e.at("comm"), comm) << e;
+      EXPECT_EQ(e.at("family"), 4) << e;
+      EXPECT_EQ(e.at("saddr"), "127.0.0.1") << e;
+    }
+    const json& first = chain.front();
+    if (first.at("newstate") == "LISTEN") {
+      ++listeners;
+      ASSERT_EQ(chain.size(), 2u);
+      expect_linked_chain(chain, "CLOSE", "LISTEN");
+      EXPECT_EQ(first.at("sport"), trace.port);
+    } else if (first.at("oldstate") == "LISTEN") {
+      ++accepted;
+      expect_linked_chain(chain, "LISTEN", "SYN_RECV");
+      EXPECT_EQ(chain.at(1).at("newstate"), "ESTABLISHED");
+      for (const json& e : chain) {
+        EXPECT_EQ(e.at("sport"), trace.port) << e;
+        EXPECT_EQ(e.at("daddr"), "127.0.0.1") << e;
+        EXPECT_TRUE(trace.client_ports.count(e.at("dport").get<uint16_t>())) << e;
+      }
+    } else {
+      ++connecting;
+      expect_linked_chain(chain, "CLOSE", "SYN_SENT");
+      EXPECT_EQ(chain.at(1).at("newstate"), "ESTABLISHED");
+      for (size_t i = 1; i < chain.size(); ++i) {
+        EXPECT_TRUE(trace.client_ports.count(chain[i].at("sport").get<uint16_t>())) << chain[i];
+        EXPECT_EQ(chain[i].at("dport"), trace.port) << chain[i];
+      }
+    }
+  }
+  EXPECT_EQ(listeners, 1);
+  EXPECT_EQ(accepted, 3);
+  EXPECT_EQ(connecting, 3);
+}
+
+TEST(States, Ipv6OnlyOnLoopback) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  // An IPv4 exchange runs during the trace too and must not show up.
+  Socket v4_listener = bind_loopback(AF_INET);
+  const uint16_t v4_port = v4_listener.local_port();
+  Socket listener = bind_loopback(AF_INET6);
+  const uint16_t port = listener.local_port();
+  auto tool = start_states({"-6"});
+  ASSERT_TRUE(tool);
+  start_listening(listener);
+  start_listening(v4_listener);
+  exchange_connections(AF_INET6, listener, 2);
+  exchange_connections(AF_INET, v4_listener, 2);
+  listener.close();
+  v4_listener.close();
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+
+  int accepted_established = 0;
+  for (const json& e : tool->events()) {
+    EXPECT_EQ(e.at("family"), 6) << e;
+    EXPECT_FALSE(touches_port(e, v4_port)) << e;
+    if (!touches_port(e, port)) continue;
+    EXPECT_EQ(e.at("pid"), getpid()) << e;
+    EXPECT_EQ(e.at("saddr"), "::1") << e;
+    if (e.at("oldstate") == "SYN_RECV" && e.at("newstate") == "ESTABLISHED") {
+      ++accepted_established;
+      EXPECT_EQ(e.at("daddr"), "::1") << e;
+      EXPECT_EQ(e.at("sport"), port) << e;
+    }
+  }
+  EXPECT_EQ(accepted_established, 2);
+}
+
+TEST(States, SportFilterExcludesOtherPorts) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket other = bind_loopback(AF_INET);
+  const uint16_t other_port = other.local_port();
+  Socket listener = bind_loopback(AF_INET);
+  const uint16_t port = listener.local_port();
+  auto tool = start_states({"--sport", std::to_string(port)});
+  ASSERT_TRUE(tool);
+  start_listening(listener);
+  start_listening(other);
+  exchange_connections(AF_INET, listener, 2);
+  exchange_connections(AF_INET, other, 2);
+  listener.close();
+  other.close();
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+
+  const std::vector<json> events = tool->events();
+  // Listener (2 events) and two accepted sockets (5 events each: LISTEN ->
+  // SYN_RECV -> ESTABLISHED, then CLOSE_WAIT -> LAST_ACK -> CLOSE or
+  // FIN_WAIT1 -> FIN_WAIT2 -> CLOSE); the connecting sockets have ephemeral
+  // local ports and must be filtered out.
+  EXPECT_EQ(events.size(), 12u);
+  int listen_events = 0;
+  for (const json& e : events) {
+    EXPECT_EQ(e.at("sport"), port) << e;
+    EXPECT_NE(e.at("dport"), other_port) << e;
+    listen_events += e.at("newstate") == "LISTEN" ? 1 : 0;
+  }
+  EXPECT_EQ(listen_events, 1);
+}
+
+TEST(States, LargePortSetsUseTheFilterMap) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket other = bind_loopback(AF_INET);
+  const uint16_t other_port = other.local_port();
+  Socket listener = bind_loopback(AF_INET);
+  const uint16_t port = listener.local_port();
+  // 40 separate ranges (more than the inline limit) around our port, none
+  // covering the other listener's port.
+  std::string list = std::to_string(port);
+  for (int p = 1024, added = 0; added < 40 && p < 65000; p += 7) {
+    if (p == port || p == other_port || p + 1 == port || p - 1 == port) continue;
+    if (p == other_port + 1 || p == other_port - 1) continue;
+    list += "," + std::to_string(p);
+    ++added;
+  }
+  auto tool = start_states({"--dport", list});
+  ASSERT_TRUE(tool);
+  start_listening(listener);
+  start_listening(other);
+  exchange_connections(AF_INET, listener, 1);
+  exchange_connections(AF_INET, other, 1);
+  listener.close();
+  other.close();
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+
+  const std::vector<json> events = tool->events();
+  // The connecting socket's chain towards `port`: SYN_SENT .. CLOSE.
+  int connecting = 0;
+  for (const json& e : events) {
+    EXPECT_NE(e.at("dport"), other_port) << e;
+    if (e.at("dport") == port && e.at("newstate") == "SYN_SENT") ++connecting;
+  }
+  EXPECT_EQ(connecting, 1);
+}
+
+TEST(States, CountAndDurationEndTheRunCleanly) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  {
+    Socket listener = bind_loopback(AF_INET);
+    auto tool = start_states({"--count", "2"});
+    ASSERT_TRUE(tool);
+    start_listening(listener);
+    exchange_connections(AF_INET, listener, 2);
+    EXPECT_EQ(tool->wait_exit(10s), 0) << tool->stderr_text();
+    EXPECT_EQ(tool->events().size(), 2u);
+    EXPECT_NE(tool->stderr_text().find("2 events, 0 lost"), std::string::npos) << tool->stderr_text();
+  }
+  {
+    auto tool = start_states({"--duration", "0.5"});
+    ASSERT_TRUE(tool);
+    EXPECT_EQ(tool->wait_exit(10s), 0) << tool->stderr_text();
+    EXPECT_NE(tool->stderr_text().find("events,"), std::string::npos);
+  }
+  {
+    auto tool = start_states({});
+    ASSERT_TRUE(tool);
+    EXPECT_EQ(tool->stop(SIGTERM), 0);
+    EXPECT_NE(tool->stderr_text().find("stopped by SIGTERM"), std::string::npos) << tool->stderr_text();
+  }
+}
+
+}  // namespace
+}  // namespace tcptrace::testing

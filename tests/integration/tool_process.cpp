@@ -1,1 +1,201 @@
+#include "tool_process.h"
 
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+
+namespace tcptrace::testing {
+
+ToolProcess::ToolProcess(std::vector<std::string> args) {
+  int out[2];
+  int err[2];
+  if (pipe(out) != 0 || pipe(err) != 0) {
+    ADD_FAILURE() << "pipe() failed";
+    return;
+  }
+  std::vector<char*> argv;
+  std::string binary = tool_binary();
+  argv.push_back(binary.data());
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_ = fork();
+  if (pid_ == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    dup2(err[1], STDERR_FILENO);
+    close(out[0]);
+    close(out[1]);
+    close(err[0]);
+    close(err[1]);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  stdout_reader_ = std::thread([this, fd = out[0]] { read_loop(fd, stdout_); });
+  stderr_reader_ = std::thread([this, fd = err[0]] { read_loop(fd, stderr_); });
+}
+
+ToolProcess::~ToolProcess() {
+  if (pid_ > 0 && !exited_) {
+    kill(pid_, SIGKILL);
+    reap(std::chrono::seconds(10));
+  }
+  if (stdout_reader_.joinable()) stdout_reader_.join();
+  if (stderr_reader_.joinable()) stderr_reader_.join();
+}
+
+void ToolProcess::read_loop(int fd, std::string& sink) {
+  char buf[65536];
+  while (true) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    std::lock_guard lock(mutex_);
+    sink.append(buf, static_cast<size_t>(n));
+    changed_.notify_all();
+  }
+  close(fd);
+  std::lock_guard lock(mutex_);
+  changed_.notify_all();
+}
+
+bool ToolProcess::wait_for_stderr(const std::string& needle, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(mutex_);
+  while (stderr_.find(needle) == std::string::npos) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    lock.unlock();
+    int status = 0;
+    if (!exited_ && waitpid(pid_, &status, WNOHANG) == pid_) {
+      exited_ = true;
+      exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    lock.lock();
+    if (exited_) {
+      // Give the reader a moment to collect the last words.
+      changed_.wait_for(lock, std::chrono::milliseconds(200));
+      return stderr_.find(needle) != std::string::npos;
+    }
+    changed_.wait_for(lock, std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+bool ToolProcess::wait_for_lines(size_t lines, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(mutex_);
+  while (static_cast<size_t>(std::count(stdout_.begin(), stdout_.end(), '\n')) < lines) {
+    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) return false;
+  }
+  return true;
+}
+
+int ToolProcess::reap(std::chrono::milliseconds timeout) {
+  if (exited_) return exit_status_;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      exited_ = true;
+      exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return exit_status_;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+int ToolProcess::stop(int signal, std::chrono::milliseconds timeout) {
+  if (exited_) return exit_status_;
+  kill(pid_, signal);
+  int status = reap(timeout);
+  if (status == -1) {
+    kill(pid_, SIGKILL);
+    reap(std::chrono::seconds(5));
+    return -1;
+  }
+  if (stdout_reader_.joinable()) stdout_reader_.join();
+  if (stderr_reader_.joinable()) stderr_reader_.join();
+  return status;
+}
+
+int ToolProcess::wait_exit(std::chrono::milliseconds timeout) {
+  int status = reap(timeout);
+  if (status != -1) {
+    if (stdout_reader_.joinable()) stdout_reader_.join();
+    if (stderr_reader_.joinable()) stderr_reader_.join();
+  }
+  return status;
+}
+
+std::string ToolProcess::stdout_text() {
+  std::lock_guard lock(mutex_);
+  return stdout_;
+}
+
+std::string ToolProcess::stderr_text() {
+  std::lock_guard lock(mutex_);
+  return stderr_;
+}
+
+std::vector<std::string> ToolProcess::stdout_lines() {
+  std::vector<std::string> lines;
+  const std::string text = stdout_text();
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) {
+      ADD_FAILURE() << "stdout ends with an incomplete line: " << text.substr(start);
+      break;
+    }
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+std::vector<nlohmann::json> ToolProcess::events() {
+  std::vector<nlohmann::json> events;
+  for (const std::string& line : stdout_lines()) {
+    try {
+      nlohmann::json event = nlohmann::json::parse(line);
+      if (!event.is_object()) {
+        ADD_FAILURE() << "stdout line is not a JSON object: " << line;
+        continue;
+      }
+      events.push_back(std::move(event));
+    } catch (const nlohmann::json::exception& e) {
+      ADD_FAILURE() << "stdout line is not valid JSON (" << e.what() << "): " << line;
+    }
+  }
+  return events;
+}
+
+std::string tool_binary() { return TCPTRACE_BINARY; }
+
+bool running_in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) == "true";
+}
+
+std::string missing_privileges() {
+  if (geteuid() != 0) return "integration tests load BPF programs and need root";
+  if (access("/sys/fs/bpf", F_OK) != 0 && access("/proc/sys/kernel/unprivileged_bpf_disabled", F_OK) != 0) {
+    return "this kernel has no BPF support";
+  }
+  return "";
+}
+
+std::string own_comm() {
+  std::ifstream file("/proc/self/comm");
+  std::string comm;
+  std::getline(file, comm);
+  return comm;
+}
+
+}  // namespace tcptrace::testing

@@ -1,0 +1,94 @@
+// Real TCP traffic on loopback for integration tests, made by this process
+// itself so that its own pid and comm must appear on the traced events.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace tcptrace::testing {
+
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(int fd) : fd_(fd) {}
+  Socket(Socket&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Socket& operator=(Socket&& o) noexcept {
+    if (this != &o) {
+      close();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  ~Socket() { close(); }
+  int fd() const { return fd_; }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  // Local port (getsockname) in host byte order.
+  uint16_t local_port() const {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+    return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(ss).sin6_port
+                                          : reinterpret_cast<sockaddr_in&>(ss).sin_port);
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+inline sockaddr_storage loopback_address(int family, uint16_t port, socklen_t& len) {
+  sockaddr_storage ss{};
+  if (family == AF_INET6) {
+    auto& a = reinterpret_cast<sockaddr_in6&>(ss);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    a.sin6_port = htons(port);
+    len = sizeof a;
+  } else {
+    auto& a = reinterpret_cast<sockaddr_in&>(ss);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    len = sizeof a;
+  }
+  return ss;
+}
+
+// A socket bound to a free loopback port; listen() is a separate step so a
+// test can learn the port before the tracer starts and still see LISTEN.
+inline Socket bind_loopback(int family) {
+  Socket s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (s.fd() < 0) throw std::runtime_error("socket() failed");
+  socklen_t len = 0;
+  sockaddr_storage ss = loopback_address(family, 0, len);
+  if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&ss), len) != 0) throw std::runtime_error("bind() failed");
+  return s;
+}
+
+inline void start_listening(const Socket& s) {
+  if (::listen(s.fd(), 64) != 0) throw std::runtime_error("listen() failed");
+}
+
+// Blocking connect; returns the socket, or an invalid one with errno set.
+inline Socket connect_loopback(int family, uint16_t port) {
+  Socket s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  socklen_t len = 0;
+  sockaddr_storage ss = loopback_address(family, port, len);
+  if (::connect(s.fd(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return Socket();
+  return s;
+}
+
+inline Socket accept_one(const Socket& listener) {
+  return Socket(::accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC));
+}
+
+}  // namespace tcptrace::testing

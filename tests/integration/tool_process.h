@@ -1,0 +1,80 @@
+// Runs the built tcptrace-bcc as a child process for integration tests and
+// collects its stdout (event lines) and stderr (diagnostics) as they come.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace tcptrace::testing {
+
+class ToolProcess {
+ public:
+  explicit ToolProcess(std::vector<std::string> args);
+  ~ToolProcess();  // kills the tool if it still runs
+  ToolProcess(const ToolProcess&) = delete;
+  ToolProcess& operator=(const ToolProcess&) = delete;
+
+  // Waits until stderr contains `needle` or the tool exits. True if found.
+  bool wait_for_stderr(const std::string& needle, std::chrono::milliseconds timeout);
+  // Waits until at least `lines` complete stdout lines arrived.
+  bool wait_for_lines(size_t lines, std::chrono::milliseconds timeout);
+  // Sends `signal` and waits for the exit; returns the exit status, or
+  // 128+signal when it died of a signal, or -1 on timeout (then killed).
+  int stop(int signal, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Waits for the tool to exit by itself.
+  int wait_exit(std::chrono::milliseconds timeout);
+
+  pid_t pid() const { return pid_; }
+  std::string stdout_text();
+  std::string stderr_text();
+  std::vector<std::string> stdout_lines();
+  // Every stdout line parsed; a line that is not one JSON object fails the
+  // calling test (ADD_FAILURE) and is skipped.
+  std::vector<nlohmann::json> events();
+
+ private:
+  void read_loop(int fd, std::string& sink);
+  int reap(std::chrono::milliseconds timeout);
+
+  pid_t pid_ = -1;
+  int exit_status_ = -1;
+  bool exited_ = false;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string stdout_;
+  std::string stderr_;
+  std::thread stdout_reader_;
+  std::thread stderr_reader_;
+};
+
+// The tool binary and the source tree, as built.
+std::string tool_binary();
+
+// Integration tests need root and a kernel with BPF. Returns an empty string
+// when the test can run; otherwise the reason it cannot.
+std::string missing_privileges();
+
+// Skips the test (or fails it under CI=true, where it must run).
+#define TCPTRACE_REQUIRE_PRIVILEGES()                                              \
+  do {                                                                             \
+    const std::string reason = ::tcptrace::testing::missing_privileges();          \
+    if (!reason.empty()) {                                                         \
+      if (::tcptrace::testing::running_in_ci()) FAIL() << "CI=true: " << reason;   \
+      GTEST_SKIP() << reason;                                                      \
+    }                                                                              \
+  } while (0)
+
+bool running_in_ci();
+
+// This process's comm (/proc/self/comm), as the kernel reports it.
+std::string own_comm();
+
+}  // namespace tcptrace::testing
