@@ -267,7 +267,7 @@ TEST(States, SportFilterExcludesOtherPorts) {
   EXPECT_EQ(listen_events, 1);
 }
 
-TEST(States, LargePortSetsUseTheFilterMap) {
+TEST(States, LargePortSetsFilterExactly) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   Socket other = bind_loopback(AF_INET);
   const uint16_t other_port = other.local_port();
