@@ -7,12 +7,16 @@
 #include <chrono>
 #include <memory>
 
+#include <nlohmann/json.hpp>
+
 #include "bcc_backend.h"
 #include "diagnostics.h"
 #include "event_output.h"
 #include "filter_macros.h"
 #include "format_hints.h"
 #include "kernel_headers.h"
+#include "kernel_probe.h"
+#include "program_annotations.h"
 #include "program_source.h"
 #include "system_checks.h"
 #include "wall_clock.h"
@@ -124,6 +128,38 @@ Result<CompiledWithHeaders> compile_with_headers(const ProgramSource& source, co
   return runtime_error(source.path + " did not compile");
 }
 
+// --check: the attach plan and each output table's decoded layout, as one
+// JSON object on stdout.
+void print_check_report(const std::string& program, std::optional<AttachMethod> method,
+                        const std::vector<ProbeSpec>& plan, const std::vector<bcc::OutputTable>& tables,
+                        const std::vector<std::optional<EventDecoder>>& decoders) {
+  nlohmann::json report = {{"program", program}};
+  report["attach_method"] = method ? nlohmann::json(std::string(method_name(*method))) : nlohmann::json(nullptr);
+  report["probes"] = nlohmann::json::array();
+  for (const ProbeSpec& probe : plan) {
+    nlohmann::json entry = {{"kind", std::string(kind_name(probe.kind))}, {"function", probe.function}};
+    entry["target"] = probe.kind == ProbeKind::tracepoint ? probe.category + ":" + probe.target : probe.target;
+    report["probes"].push_back(entry);
+  }
+  report["outputs"] = nlohmann::json::array();
+  for (size_t i = 0; i < tables.size(); ++i) {
+    nlohmann::json table = {{"table", tables[i].name},
+                            {"kind", tables[i].kind == bcc::OutputKind::ring_buffer ? "ring_buffer" : "perf_buffer"}};
+    nlohmann::json fields = nlohmann::json::array();
+    if (decoders[i]) {
+      table["size"] = decoders[i]->layout().size;
+      for (const FieldLayout& field : decoders[i]->layout().fields) {
+        fields.push_back({{"name", field.name}, {"type", field.type}, {"offset", field.offset}, {"size", field.size()}});
+      }
+    }
+    table["fields"] = fields;
+    report["outputs"].push_back(table);
+  }
+  const std::string text = report.dump() + "\n";
+  ssize_t ignored = ::write(STDOUT_FILENO, text.data(), text.size());
+  (void)ignored;
+}
+
 double monotonic_seconds() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -144,11 +180,39 @@ Status run(const Options& options) {
   if (!source) return std::move(source).take_error();
   auto hints = parse_format_hints(source->text);
   if (!hints) return runtime_error(source->path + ": " + hints.error().message);
+  auto annotations = parse_program_annotations(source->text);
+  if (!annotations) return runtime_error(source->path + ": " + annotations.error().message);
+  for (const std::string& filter : options.filters_given) {
+    if (!annotations->honours(filter)) {
+      return usage_error("--" + std::string(filter == "family" ? "ipv4/--ipv6" : filter) + ": program " +
+                         *options.program + " does not support this filter");
+    }
+  }
 
   const FilterPlan filters = build_filter_plan(options.filters);
   std::vector<std::string> cflags = {"-I" + locations->include_dir};
   cflags.insert(cflags.end(), filters.cflags.begin(), filters.cflags.end());
   for (const auto& macro : options.macros) cflags.push_back(cflag_for(macro));
+
+  // Programs with variants get the method chosen from what the kernel can
+  // do. --check with an explicit method skips that test: it only compiles
+  // and verifies, which works even where attaching would not.
+  std::optional<AttachMethod> method;
+  if (!annotations->attach_methods.empty()) {
+    if (options.check && options.attach) {
+      auto chosen = choose_attach_method(options.attach, annotations->attach_methods,
+                                         KernelCapabilities{{true, ""}, {true, ""}, {true, ""}});
+      if (!chosen) return std::move(chosen).take_error();
+      method = *chosen;
+    } else {
+      auto chosen = choose_attach_method(options.attach, annotations->attach_methods, probe_kernel_capabilities());
+      if (!chosen) return std::move(chosen).take_error();
+      method = *chosen;
+    }
+    cflags.push_back("-D" + method_macro(*method) + "=1");
+  } else if (options.attach) {
+    return usage_error("--attach: program " + *options.program + " has no attach variants");
+  }
 
   const HeaderSearchPaths search = default_header_search_paths();
   auto headers = choose_kernel_headers(search, options.kernel_headers);
@@ -197,6 +261,15 @@ Status run(const Options& options) {
     loaded.push_back(std::move(function).value());
   }
 
+  const std::string method_text = method ? " (attach: " + std::string(method_name(*method)) + ")" : "";
+  if (options.check) {
+    print_check_report(*options.program, method, plan, tables, decoders);
+    report("check passed: program " + *options.program + method_text + " compiled and " +
+           std::to_string(loaded.size()) + " probe" + (loaded.size() == 1 ? "" : "s") +
+           " passed the verifier; nothing attached");
+    return {};
+  }
+
   EventOutput output(STDOUT_FILENO, std::move(decoders), table_names, options.count);
   auto reader = bcc::OutputReader::open(tables, output, options.buffer_pages);
   if (!reader) return std::move(reader).take_error();
@@ -212,7 +285,7 @@ Status run(const Options& options) {
     probe_list += (probe_list.empty() ? "" : ", ") + describe(function.probe());
   }
   bcc::Program::release_compiler_memory();
-  report("ready: program " + *options.program + ", " + std::to_string(attachments.size()) + " probe" +
+  report("ready: program " + *options.program + method_text + ", " + std::to_string(attachments.size()) + " probe" +
          (attachments.size() == 1 ? "" : "s") + " attached (" + probe_list + ")");
 
   // Skipped runs are read from the kernel about once a second.

@@ -78,6 +78,18 @@ void append_scalar(std::string& out, const FieldLayout& field, const unsigned ch
   }
 }
 
+bool is_negative(const FieldLayout& field, const unsigned char* p) {
+  return (field.kind == ScalarKind::signed_int || field.kind == ScalarKind::character) &&
+         read_signed(p, field.element_size) < 0;
+}
+
+// An integer without a name (tcp_state, enum): its value as the C type reads
+// it, as a string so the member's JSON type does not vary.
+void append_number_string(std::string& out, const FieldLayout& field, const unsigned char* p) {
+  json::append_string(out, is_negative(field, p) ? std::to_string(read_signed(p, field.element_size))
+                                                 : std::to_string(read_unsigned(p, field.element_size)));
+}
+
 bool is_integer(const FieldLayout& field) {
   return !field.is_array && field.element_size <= 8 &&
          (field.kind == ScalarKind::unsigned_int || field.kind == ScalarKind::signed_int ||
@@ -99,12 +111,18 @@ Result<EventDecoder> EventDecoder::make(EventLayout layout, const std::vector<Fo
     decoder.prefix_.push_back(',');
   }
   if (const FieldLayout* ts = fields.find("ts_us"); ts && is_integer(*ts) && ts->element_size == 8) {
-    decoder.ts_us_ = ts;
+    decoder.ts_us_offset_ = ts->offset;
   }
 
   for (const FieldLayout& field : fields.fields) {
     FieldPlan plan;
     plan.field = field;
+    // A scalar unsigned char is a number like u8: read it unsigned (200, not
+    // -56). Arrays of it stay strings, as kind `character` says.
+    if (field.kind == ScalarKind::character && !field.is_array &&
+        field.type.find("unsigned") != std::string::npos) {
+      plan.field.kind = ScalarKind::unsigned_int;
+    }
     plan.key.clear();
     json::append_key(plan.key, field.name);
     for (const FormatHint& hint : hints) {
@@ -117,12 +135,13 @@ Result<EventDecoder> EventDecoder::make(EventLayout layout, const std::vector<Fo
         case FieldFormat::ip_address: {
           const bool fits = field.size() == 4 || field.size() >= 16;
           if (!fits) return reject("is not 4 or 16 bytes wide, so it cannot hold an IP address");
-          plan.family = fields.find(hint.arguments.at(0));
-          if (plan.family == nullptr || !is_integer(*plan.family)) {
+          const FieldLayout* family = fields.find(hint.arguments.at(0));
+          if (family == nullptr || !is_integer(*family)) {
             return runtime_error("format hint " + field.name + "=ip(" + hint.arguments.at(0) +
                                  ") on table '" + table_name + "': no integer field '" +
                                  hint.arguments.at(0) + "' holds the address family");
           }
+          plan.family = *family;
           break;
         }
         case FieldFormat::hex:
@@ -151,8 +170,8 @@ bool EventDecoder::append_json(std::string& out, const void* data, size_t size) 
   out.append(prefix_);
   if (options_.add_time) {
     json::append_key(out, "time");
-    if (ts_us_ != nullptr) {
-      clock_->append_rfc3339_from_monotonic_us(out, read_unsigned(bytes + ts_us_->offset, 8));
+    if (ts_us_offset_) {
+      clock_->append_rfc3339_from_monotonic_us(out, read_unsigned(bytes + *ts_us_offset_, 8));
     } else {
       clock_->append_rfc3339_now(out);
     }
@@ -163,7 +182,11 @@ bool EventDecoder::append_json(std::string& out, const void* data, size_t size) 
     append_field(out, plan, bytes);
     out.push_back(',');
   }
-  out.back() = '}';
+  if (out.back() == ',') {
+    out.back() = '}';
+  } else {
+    out.push_back('}');  // a struct with no members, without time
+  }
   out.push_back('\n');
   return true;
 }
@@ -174,7 +197,7 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
   const unsigned char* p = data + field.offset;
   switch (plan.format) {
     case FieldFormat::ip_address: {
-      const uint64_t family = read_unsigned(data + plan.family->offset, plan.family->element_size);
+      const uint64_t family = read_unsigned(data + plan.family.offset, plan.family.element_size);
       char text[INET6_ADDRSTRLEN];
       const bool v6 = family == 6 || family == AF_INET6;
       const bool v4 = family == 4 || family == AF_INET;
@@ -191,10 +214,10 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
       json::append_hex_string(out, read_unsigned(p, field.element_size));
       return;
     case FieldFormat::tcp_state: {
-      const uint64_t state = read_unsigned(p, field.element_size);
-      std::string_view name = tcp_state_name(state);
+      std::string_view name;
+      if (!is_negative(field, p)) name = tcp_state_name(read_unsigned(p, field.element_size));
       if (name.empty()) {
-        json::append_string(out, std::to_string(state));
+        append_number_string(out, field, p);
       } else {
         json::append_string(out, name);
       }
@@ -202,10 +225,11 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
     }
     case FieldFormat::errno_name: {
       const int64_t value = read_signed(p, field.element_size);
-      const uint64_t magnitude = static_cast<uint64_t>(value < 0 ? -value : value);
+      // Negated in unsigned arithmetic: -INT64_MIN overflows.
+      const uint64_t magnitude = value < 0 ? 0 - static_cast<uint64_t>(value) : static_cast<uint64_t>(value);
       std::string_view name = errno_name(magnitude);
       if (name.empty()) {
-        json::append_int(out, value);
+        json::append_int_exact(out, value);
       } else {
         json::append_string(out, name);
       }
@@ -213,10 +237,10 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
     }
     case FieldFormat::enumeration: {
       const uint64_t index = read_unsigned(p, field.element_size);
-      if (index < plan.enum_names.size()) {
+      if (!is_negative(field, p) && index < plan.enum_names.size()) {
         json::append_string(out, plan.enum_names[index]);
       } else {
-        json::append_string(out, std::to_string(index));
+        append_number_string(out, field, p);
       }
       return;
     }

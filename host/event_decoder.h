@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,9 @@ class EventDecoder {
     FieldLayout field;
     FieldFormat format = FieldFormat::by_type;
     std::string key;  // pre-rendered "name":
-    const FieldLayout* family = nullptr;  // ip: the family member
+    // ip: the family member. A copy, not a pointer into layout_, so that a
+    // copied decoder never refers to the one it was copied from.
+    FieldLayout family;
     std::vector<std::string> enum_names;
   };
 
@@ -58,7 +61,7 @@ class EventDecoder {
   const WallClock* clock_;
   std::vector<FieldPlan> plans_;
   std::string prefix_;  // "{" plus the event name, rendered once
-  const FieldLayout* ts_us_ = nullptr;
+  std::optional<size_t> ts_us_offset_;  // of a u64 `ts_us` member, when there is one
 };
 
 }  // namespace tcptrace

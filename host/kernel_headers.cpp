@@ -105,10 +105,34 @@ HeaderSearchPaths default_header_search_paths() {
   return paths;
 }
 
+namespace {
+
+// The release a --kernel-headers DIR is named after, spelled as for installed
+// trees so describe_header_choice compares it with uname -r:
+// /usr/src/linux-headers-<release>, /lib/modules/<release> and
+// /lib/modules/<release>/build all give <release>. "DIR/" and "." name the
+// directory itself, not "" or ".".
+std::string release_of_dir(const fs::path& dir) {
+  std::error_code ec;
+  fs::path path = fs::absolute(dir, ec);
+  if (ec) path = dir;
+  path = path.lexically_normal();
+  if (path.filename().empty()) path = path.parent_path();
+  std::string name = path.filename().string();
+  if ((name == "build" || name == "source") && !path.parent_path().filename().empty()) {
+    name = path.parent_path().filename().string();
+  }
+  const std::string prefix = "linux-headers-";
+  if (name.size() > prefix.size() && name.rfind(prefix, 0) == 0) name.erase(0, prefix.size());
+  return name;
+}
+
+}  // namespace
+
 Result<HeaderTree> header_tree_from_dir(const std::string& dir) {
   const fs::path path(dir);
   if (!is_dir(path)) return runtime_error("--kernel-headers: '" + dir + "' is not a directory");
-  const std::string release = path.filename().string();
+  const std::string release = release_of_dir(path);
   if (auto tree = tree_from_modules_dir(path, release)) return *tree;
   if (auto tree = tree_from_build(path, release)) return *tree;
   return runtime_error("--kernel-headers: '" + dir +
@@ -157,6 +181,14 @@ Result<HeaderChoice> choose_kernel_headers(const HeaderSearchPaths& paths,
   const fs::path running = fs::path(paths.modules_dir) / paths.running_release;
   if (auto tree = tree_from_modules_dir(running, paths.running_release)) {
     choice.match = HeaderMatch::exact;
+    return choice;
+  }
+  // The running kernel's own tree under /usr/src without its /lib/modules
+  // link (a container that mounts only /usr/src): exact, handed over.
+  const fs::path own_src = fs::path(paths.usr_src) / ("linux-headers-" + paths.running_release);
+  if (auto tree = tree_from_build(own_src, paths.running_release)) {
+    choice.match = HeaderMatch::exact;
+    choice.tree = std::move(*tree);
     return choice;
   }
   if (is_file(paths.kheaders_archive)) {

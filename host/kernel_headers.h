@@ -27,7 +27,8 @@ struct HeaderTree {
 };
 
 enum class HeaderMatch {
-  exact,        // /lib/modules/<running>/build: BCC finds it itself
+  exact,        // the running kernel's headers: /lib/modules/<running>/build
+                // (BCC finds it; `tree` empty) or /usr/src/linux-headers-<running>
   kheaders,     // /sys/kernel/kheaders.tar.xz: BCC extracts it itself
   chosen,       // --kernel-headers DIR
   fallback,     // another installed kernel's headers
@@ -35,7 +36,7 @@ enum class HeaderMatch {
 
 struct HeaderChoice {
   HeaderMatch match = HeaderMatch::exact;
-  std::optional<HeaderTree> tree;          // empty for exact and kheaders
+  std::optional<HeaderTree> tree;          // the tree to hand to BCC, if BCC would not find it
   std::vector<HeaderTree> alternatives;    // further fallbacks, best first
 };
 

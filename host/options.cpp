@@ -19,11 +19,17 @@ cxxopts::Options make_parser() {
   // Values are read as strings and converted here, so every bad value gets
   // an error naming its option instead of cxxopts' generic text.
   parser.add_options()
-      ("program", "built-in program to run (states)", cxxopts::value<std::string>(), "NAME")
+      ("program", "built-in program to run (states, connlat)", cxxopts::value<std::string>(), "NAME")
       ("programs-dir", "directory holding NAME.bpf.c programs", cxxopts::value<std::string>(), "DIR")
       ("L,sport", "local ports to trace: 80,443,8000-8100", cxxopts::value<std::string>(), "LIST")
       ("D,dport", "remote ports to trace (a LIST of ports); -D NAME[=VALUE] defines a macro instead",
        cxxopts::value<std::vector<std::string>>(), "LIST")
+      ("pid", "only connects made by this process id", cxxopts::value<std::string>(), "PID")
+      ("min-us", "only connects at least this slow (failures are always shown)", cxxopts::value<std::string>(),
+       "N")
+      ("no-failures", "do not report failed connects")
+      ("attach", "attach method: auto, kfunc, kprobe or tracepoint", cxxopts::value<std::string>(), "METHOD")
+      ("check", "compile and load through the verifier, print the attach plan as JSON, attach nothing")
       ("4,ipv4", "trace IPv4 only")
       ("6,ipv6", "trace IPv6 only")
       ("duration", "stop after SECONDS", cxxopts::value<std::string>(), "SECONDS")
@@ -107,7 +113,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       return usage_error("unexpected argument '" + parsed.unmatched().front() + "'");
     }
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
-                               "buffer-pages", "ipv4", "ipv6"}) {
+                               "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
@@ -127,6 +133,33 @@ Result<Options> parse_options(int argc, const char* const* argv) {
         return std::move(s).take_error();
       }
     }
+    if (parsed.count("pid")) {
+      const std::string text = parsed["pid"].as<std::string>();
+      auto pid = parse_number<uint64_t>("pid", text);
+      if (!pid) return std::move(pid).take_error();
+      // PID_MAX_LIMIT (include/linux/threads.h) is 4194304 on 64-bit.
+      if (*pid == 0 || *pid > 4194304) {
+        return usage_error("--pid: '" + text + "' is not a process id (1-4194304)");
+      }
+      options.filters.pid = static_cast<uint32_t>(*pid);
+    }
+    if (parsed.count("min-us")) {
+      const std::string text = parsed["min-us"].as<std::string>();
+      auto min_us = parse_number<uint64_t>("min-us", text);
+      if (!min_us) return std::move(min_us).take_error();
+      options.filters.min_us = *min_us;
+    }
+    options.filters.no_failures = parsed.count("no-failures") > 0;
+    if (parsed.count("attach")) {
+      const std::string text = parsed["attach"].as<std::string>();
+      if (text != "auto") {
+        options.attach = method_from_name(text);
+        if (!options.attach) {
+          return usage_error("--attach: '" + text + "' is not one of auto, kfunc, kprobe, tracepoint");
+        }
+      }
+    }
+    options.check = parsed.count("check") > 0;
     const bool v4 = parsed.count("ipv4") > 0;
     const bool v6 = parsed.count("ipv6") > 0;
     if (v4 && v6) return usage_error("-4 and -6 exclude each other (give neither to trace both)");
@@ -161,6 +194,13 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     return usage_error(e.what());
   }
   if (!options.program) return usage_error("no program given: use --program NAME (see --help)");
+  const FilterSpec& f = options.filters;
+  if (f.sport) options.filters_given.push_back("sport");
+  if (f.dport) options.filters_given.push_back("dport");
+  if (f.family != 0) options.filters_given.push_back("family");
+  if (f.pid) options.filters_given.push_back("pid");
+  if (f.min_us) options.filters_given.push_back("min-us");
+  if (f.no_failures) options.filters_given.push_back("no-failures");
   return options;
 }
 

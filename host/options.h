@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "attach_method.h"
 #include "filter_macros.h"
 #include "result.h"
 
@@ -26,6 +27,11 @@ struct Options {
   std::optional<uint64_t> count;            // --count
   std::optional<std::string> kernel_headers;  // --kernel-headers DIR
   int buffer_pages = 64;                    // --buffer-pages, per CPU
+  std::optional<AttachMethod> attach;       // --attach; nullopt = auto
+  bool check = false;                       // --check: compile + load only
+  // Filter options given, by name without "--" (validated against what the
+  // program honours once its source is read).
+  std::vector<std::string> filters_given;
   bool help = false;
   bool version = false;
 };

@@ -4,6 +4,7 @@
 // the wall clock, which a tracer of TCP events can accept.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -26,8 +27,11 @@ class WallClock {
   int64_t offset_ns_;
   // Formatting the date is the costly part; events arrive in bursts within
   // the same second, so the last second's text is kept.
+  // Sized for any year an int64_t count of microseconds can reach (six
+  // digits and a sign), which strftime's 20-byte "%Y" buffer could not hold.
   mutable int64_t cached_second_ = INT64_MIN;
-  mutable char cached_text_[20] = {};
+  mutable char cached_text_[40] = {};
+  mutable size_t cached_length_ = 0;
 };
 
 }  // namespace tcptrace

@@ -18,6 +18,7 @@
  * timestamp in one map entry. Only sockets that predate the tracer fall back
  * to the current task.
  *
+ * tcptrace:filters sport dport family pid
  * tcptrace:format skaddr=hex saddr=ip(family) daddr=ip(family) oldstate=tcp_state newstate=tcp_state
  */
 #include "tcptrace_filter.h"
@@ -138,7 +139,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         listeners.update(&sport, &listener);
     }
 
-    if (!TCPTRACE_SPORT_WANTED(sport) || !TCPTRACE_DPORT_WANTED(dport))
+    if (!TCPTRACE_SPORT_WANTED(sport) || !TCPTRACE_DPORT_WANTED(dport) || !TCPTRACE_PID_WANTED(e.pid))
         return 0;
 
     e.ts_us = now / 1000;

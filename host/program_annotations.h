@@ -1,0 +1,36 @@
+// What a program declares about itself in comment lines, next to its format
+// hints (format_hints.h), so the host needs no private knowledge of any
+// program, built-in or not:
+//
+//   // tcptrace:attach kfunc kprobe tracepoint
+//       The program has variants for these attach methods, in order of
+//       preference; the host defines TCPTRACE_ATTACH_<METHOD>=1 for the one
+//       it picks (--attach). Without this line the program's probes are
+//       attached as declared.
+//   // tcptrace:filters sport dport family pid min-us no-failures
+//       The filter options the program honours (filters/tcptrace_filter.h);
+//       giving any other filter option is a usage error rather than a filter
+//       silently ignored. Without this line, no filter options are accepted.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attach_method.h"
+#include "result.h"
+
+namespace tcptrace {
+
+struct ProgramAnnotations {
+  std::vector<AttachMethod> attach_methods;  // empty: no variants
+  std::vector<std::string> filters;          // option names without "--"
+  bool honours(std::string_view filter) const;
+};
+
+Result<ProgramAnnotations> parse_program_annotations(std::string_view source);
+
+// Option names (without "--") of every filter option the host knows.
+const std::vector<std::string>& known_filter_names();
+
+}  // namespace tcptrace
