@@ -114,6 +114,15 @@ Result<EventDecoder> EventDecoder::make(EventLayout layout, const std::vector<Fo
     decoder.ts_us_offset_ = ts->offset;
   }
 
+  // The host's own keys must stay unique in every line.
+  for (const FieldLayout& field : fields.fields) {
+    if ((field.name == "time" && decoder.options_.add_time) ||
+        (field.name == "event" && !decoder.options_.event_name.empty())) {
+      return runtime_error("table '" + table_name + "': member '" + field.name +
+                           "' would clash with the field the host adds under that name; rename it");
+    }
+  }
+
   for (const FieldLayout& field : fields.fields) {
     FieldPlan plan;
     plan.field = field;
@@ -224,7 +233,11 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
       return;
     }
     case FieldFormat::errno_name: {
-      const int64_t value = read_signed(p, field.element_size);
+      // Kernel code stores errors as -errno in signed fields; an unsigned
+      // field holds a plain errno.
+      const int64_t value = field.kind == ScalarKind::signed_int
+                                ? read_signed(p, field.element_size)
+                                : static_cast<int64_t>(read_unsigned(p, field.element_size) & INT64_MAX);
       // Negated in unsigned arithmetic: -INT64_MIN overflows.
       const uint64_t magnitude = value < 0 ? 0 - static_cast<uint64_t>(value) : static_cast<uint64_t>(value);
       std::string_view name = errno_name(magnitude);

@@ -99,6 +99,8 @@ Result<std::vector<FormatHint>> parse_format_hints(std::string_view source) {
     const size_t marker = line.find(kFormatHintMarker);
     if (marker != std::string_view::npos) {
       std::string_view rest = line.substr(marker + kFormatHintMarker.size());
+      // A one-line block comment ends the list: /* tcptrace:... */
+      if (const size_t close = rest.find("*/"); close != std::string_view::npos) rest = rest.substr(0, close);
       const std::string where = "line " + std::to_string(line_number);
       size_t i = 0;
       while (i < rest.size()) {

@@ -17,6 +17,8 @@ Status for_each_word_after(std::string_view source, std::string_view marker, OnW
     std::string_view line = source.substr(line_start, line_end - line_start);
     if (const size_t at = line.find(marker); at != std::string_view::npos) {
       std::string_view rest = line.substr(at + marker.size());
+      // A one-line block comment ends the list: /* tcptrace:... */
+      if (const size_t close = rest.find("*/"); close != std::string_view::npos) rest = rest.substr(0, close);
       // The marker must be followed by a blank ("tcptrace:attach-x" is not it).
       if (rest.empty() || rest[0] == ' ' || rest[0] == '\t') {
         size_t i = 0;

@@ -1,0 +1,130 @@
+#include "attach_method.h"
+
+#include <gtest/gtest.h>
+
+#include "program_annotations.h"
+
+namespace tcptrace {
+namespace {
+
+const std::vector<AttachMethod> kAllThree = {AttachMethod::kfunc, AttachMethod::kprobe, AttachMethod::tracepoint};
+
+KernelCapabilities faked(bool kfunc, bool kprobe, bool tracepoint) {
+  KernelCapabilities caps;
+  caps.kfunc = {kfunc, kfunc ? "" : "no fentry here"};
+  caps.kprobe = {kprobe, kprobe ? "" : "no kprobes here"};
+  caps.tracepoint = {tracepoint, tracepoint ? "" : "no tracefs here"};
+  return caps;
+}
+
+// Every combination of kernel support, auto mode: the first supported
+// method in the program's order, or a runtime error listing each reason.
+TEST(AttachMethod, AutoOverAllCapabilityCombinations) {
+  for (int bits = 0; bits < 8; ++bits) {
+    const bool kfunc = bits & 1, kprobe = bits & 2, tracepoint = bits & 4;
+    auto chosen = choose_attach_method(std::nullopt, kAllThree, faked(kfunc, kprobe, tracepoint));
+    SCOPED_TRACE("kfunc=" + std::to_string(kfunc) + " kprobe=" + std::to_string(kprobe) +
+                 " tracepoint=" + std::to_string(tracepoint));
+    if (kfunc) {
+      ASSERT_TRUE(chosen);
+      EXPECT_EQ(*chosen, AttachMethod::kfunc);
+    } else if (kprobe) {
+      ASSERT_TRUE(chosen);
+      EXPECT_EQ(*chosen, AttachMethod::kprobe);
+    } else if (tracepoint) {
+      ASSERT_TRUE(chosen);
+      EXPECT_EQ(*chosen, AttachMethod::tracepoint);
+    } else {
+      ASSERT_FALSE(chosen);
+      EXPECT_EQ(chosen.error().exit_code, ExitCode::runtime);
+      EXPECT_NE(chosen.error().message.find("kfunc: no fentry here"), std::string::npos);
+      EXPECT_NE(chosen.error().message.find("kprobe: no kprobes here"), std::string::npos);
+      EXPECT_NE(chosen.error().message.find("tracepoint: no tracefs here"), std::string::npos);
+    }
+  }
+}
+
+// Explicit requests over every combination: granted exactly when supported.
+TEST(AttachMethod, ExplicitOverAllCapabilityCombinations) {
+  for (int bits = 0; bits < 8; ++bits) {
+    const KernelCapabilities caps = faked(bits & 1, bits & 2, bits & 4);
+    for (AttachMethod requested : kAllThree) {
+      auto chosen = choose_attach_method(requested, kAllThree, caps);
+      if (caps.of(requested).available) {
+        ASSERT_TRUE(chosen);
+        EXPECT_EQ(*chosen, requested);
+      } else {
+        ASSERT_FALSE(chosen);
+        EXPECT_EQ(chosen.error().exit_code, ExitCode::runtime);
+        EXPECT_EQ(chosen.error().message,
+                  "--attach " + std::string(method_name(requested)) + ": " + caps.of(requested).reason);
+      }
+    }
+  }
+}
+
+TEST(AttachMethod, ThisMachinesKernelPicksTracepoints) {
+  // No kprobes (CONFIG_KPROBES off) and no tracing program type.
+  auto chosen = choose_attach_method(std::nullopt, kAllThree, faked(false, false, true));
+  ASSERT_TRUE(chosen);
+  EXPECT_EQ(*chosen, AttachMethod::tracepoint);
+}
+
+TEST(AttachMethod, ProgramOrderIsRespected) {
+  auto chosen = choose_attach_method(std::nullopt, {AttachMethod::tracepoint, AttachMethod::kfunc},
+                                     faked(true, true, true));
+  ASSERT_TRUE(chosen);
+  EXPECT_EQ(*chosen, AttachMethod::tracepoint);
+}
+
+TEST(AttachMethod, MethodTheProgramDoesNotOfferIsAUsageError) {
+  auto chosen = choose_attach_method(AttachMethod::kprobe, {AttachMethod::tracepoint}, faked(true, true, true));
+  ASSERT_FALSE(chosen);
+  EXPECT_EQ(chosen.error().exit_code, ExitCode::usage);
+  EXPECT_NE(chosen.error().message.find("offers: tracepoint"), std::string::npos);
+}
+
+TEST(AttachMethod, NamesAndMacros) {
+  for (AttachMethod m : kAllThree) EXPECT_EQ(method_from_name(method_name(m)), m);
+  EXPECT_FALSE(method_from_name("auto"));
+  EXPECT_FALSE(method_from_name("fentry"));
+  EXPECT_EQ(method_macro(AttachMethod::kfunc), "TCPTRACE_ATTACH_KFUNC");
+  EXPECT_EQ(method_macro(AttachMethod::kprobe), "TCPTRACE_ATTACH_KPROBE");
+  EXPECT_EQ(method_macro(AttachMethod::tracepoint), "TCPTRACE_ATTACH_TRACEPOINT");
+}
+
+TEST(ProgramAnnotations, ParsesAttachAndFilters) {
+  auto parsed = parse_program_annotations(
+      "/* x\n * tcptrace:attach kfunc kprobe tracepoint\n * tcptrace:filters sport pid min-us\n */\nint y;\n");
+  ASSERT_TRUE(parsed) << parsed.error().message;
+  EXPECT_EQ(parsed->attach_methods, kAllThree);
+  EXPECT_EQ(parsed->filters, (std::vector<std::string>{"sport", "pid", "min-us"}));
+  EXPECT_TRUE(parsed->honours("pid"));
+  EXPECT_FALSE(parsed->honours("dport"));
+}
+
+TEST(ProgramAnnotations, NoAnnotationsMeansNoVariantsAndNoFilters) {
+  auto parsed = parse_program_annotations("int x;\n// tcptrace:format a=hex\n");
+  ASSERT_TRUE(parsed);
+  EXPECT_TRUE(parsed->attach_methods.empty());
+  EXPECT_TRUE(parsed->filters.empty());
+}
+
+TEST(ProgramAnnotations, UnknownWordsNameTheLine) {
+  auto bad_method = parse_program_annotations("\n\n// tcptrace:attach kfunc uprobe\n");
+  ASSERT_FALSE(bad_method);
+  EXPECT_NE(bad_method.error().message.find("line 3"), std::string::npos);
+  EXPECT_NE(bad_method.error().message.find("uprobe"), std::string::npos);
+  auto bad_filter = parse_program_annotations("// tcptrace:filters sport cgroup\n");
+  ASSERT_FALSE(bad_filter);
+  EXPECT_NE(bad_filter.error().message.find("line 1: unknown filter 'cgroup'"), std::string::npos);
+}
+
+TEST(ProgramAnnotations, MarkerMustStandAlone) {
+  auto parsed = parse_program_annotations("// tcptrace:attachments are nice\n");
+  ASSERT_TRUE(parsed);
+  EXPECT_TRUE(parsed->attach_methods.empty());
+}
+
+}  // namespace
+}  // namespace tcptrace
