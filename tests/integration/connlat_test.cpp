@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <netinet/tcp.h>
 
 #include <cstdlib>
 #include <thread>
@@ -122,21 +123,20 @@ TEST(Connlat, RefusedConnectReportsErrno111) {
   }
 }
 
-// An nftables table of the test's own that drops the first SYN to one port;
+// An nftables table of the test's own with one rule for SYNs to one port;
 // removed in the destructor, so also when the test fails.
-class DropFirstSyn {
+class SynRule {
  public:
-  explicit DropFirstSyn(uint16_t port) : table_("tcptrace_test_" + std::to_string(getpid())) {
-    // `quota until 100 bytes` matches while fewer than 100 bytes went through:
-    // the first SYN (60 bytes on IPv4) is dropped, its retransmission, sent
-    // after the kernel's initial RTO of 1 s (TCP_TIMEOUT_INIT), is not.
+  SynRule(uint16_t port, const std::string& action) : table_("tcptrace_test_" + std::to_string(getpid())) {
     const std::string rules = "table inet " + table_ +
                               " {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
-                              "  tcp dport " + std::to_string(port) +
-                              " tcp flags & (syn | ack) == syn quota until 100 bytes drop\n }\n}";
+                              "  tcp dport " + std::to_string(port) + " tcp flags & (syn | ack) == syn " + action +
+                              "\n }\n}";
     ok_ = std::system(("nft -f - <<'EOF'\n" + rules + "\nEOF").c_str()) == 0;
   }
-  ~DropFirstSyn() { std::system(("nft delete table inet " + table_ + " 2>/dev/null").c_str()); }
+  ~SynRule() { std::system(("nft delete table inet " + table_ + " 2>/dev/null").c_str()); }
+  SynRule(const SynRule&) = delete;
+  SynRule& operator=(const SynRule&) = delete;
   bool ok() const { return ok_; }
   const std::string& table() const { return table_; }
 
@@ -145,13 +145,29 @@ class DropFirstSyn {
   bool ok_ = false;
 };
 
+bool table_exists(const std::string& table) {
+  return std::system(("nft list table inet " + table + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+// Connects with TCP_SYNCNT retransmissions at most (blocking).
+int connect_with_syn_count(uint16_t port, int syn_count) {
+  Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  setsockopt(s.fd(), IPPROTO_TCP, TCP_SYNCNT, &syn_count, sizeof syn_count);
+  socklen_t len = 0;
+  sockaddr_storage ss = loopback_address(AF_INET, port, len);
+  return ::connect(s.fd(), reinterpret_cast<sockaddr*>(&ss), len) == 0 ? 0 : errno;
+}
+
 TEST(Connlat, DroppedSynGivesOneSecondLatency) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   Socket listener = bind_loopback(AF_INET);
   start_listening(listener);
   std::string table;
   {
-    DropFirstSyn drop(listener.local_port());
+    // `quota until 100 bytes` matches while fewer than 100 bytes went
+    // through: the first SYN (60 bytes on IPv4) is dropped, its
+    // retransmission after the initial RTO of 1 s (TCP_TIMEOUT_INIT) is not.
+    SynRule drop(listener.local_port(), "quota until 100 bytes drop");
     ASSERT_TRUE(drop.ok()) << "nft could not add the test table";
     table = drop.table();
     auto tool = start_connlat({});
@@ -165,8 +181,52 @@ TEST(Connlat, DroppedSynGivesOneSecondLatency) {
     EXPECT_GE(latency, 900000) << mine[0];
     EXPECT_LE(latency, 1300000) << mine[0];
   }
-  EXPECT_NE(std::system(("nft list table inet " + table + " >/dev/null 2>&1").c_str()), 0)
-      << "the test's nftables table was left behind";
+  EXPECT_FALSE(table_exists(table)) << "the test's nftables table was left behind";
+}
+
+TEST(Connlat, UnansweredSynsGiveTimeout) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  std::string table;
+  {
+    SynRule drop(listener.local_port(), "drop");
+    ASSERT_TRUE(drop.ok());
+    table = drop.table();
+    auto tool = start_connlat({});
+    ASSERT_TRUE(tool);
+    // One retransmission: SYN at 0 s, again at 1 s, give up at 3 s.
+    EXPECT_EQ(connect_with_syn_count(listener.local_port(), 1), ETIMEDOUT);
+    const std::vector<json> mine = for_port(stop_and_collect(*tool), listener.local_port());
+    ASSERT_EQ(mine.size(), 1u) << tool->stderr_text();
+    EXPECT_EQ(mine[0].at("outcome"), "timeout") << mine[0];
+    EXPECT_EQ(mine[0].at("errno"), 110) << mine[0];
+    EXPECT_EQ(mine[0].at("pid"), getpid()) << mine[0];
+    EXPECT_GE(mine[0].at("latency_us").get<int64_t>(), 2500000) << mine[0];
+    EXPECT_LE(mine[0].at("latency_us").get<int64_t>(), 4000000) << mine[0];
+  }
+  EXPECT_FALSE(table_exists(table));
+}
+
+TEST(Connlat, IcmpHostUnreachableGivesUnreachable) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  std::string table;
+  {
+    SynRule reject(listener.local_port(), "reject with icmpx type host-unreachable");
+    ASSERT_TRUE(reject.ok());
+    table = reject.table();
+    auto tool = start_connlat({});
+    ASSERT_TRUE(tool);
+    EXPECT_EQ(connect_with_syn_count(listener.local_port(), 1), EHOSTUNREACH);
+    const std::vector<json> mine = for_port(stop_and_collect(*tool), listener.local_port());
+    ASSERT_EQ(mine.size(), 1u) << tool->stderr_text();
+    EXPECT_EQ(mine[0].at("outcome"), "unreachable") << mine[0];
+    EXPECT_EQ(mine[0].at("errno"), 113) << mine[0];
+    EXPECT_EQ(mine[0].at("pid"), getpid()) << mine[0];
+  }
+  EXPECT_FALSE(table_exists(table));
 }
 
 TEST(Connlat, MinUsDropsFastConnectsButNotFailures) {
