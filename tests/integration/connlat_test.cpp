@@ -338,3 +338,28 @@ TEST(Connlat, KfuncVariantCompiles) {
 
 }  // namespace
 }  // namespace tcptrace::testing
+
+namespace tcptrace::testing {
+namespace {
+
+TEST(Connlat, FamilyAndPortFilters) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket v4 = bind_loopback(AF_INET);
+  Socket v6 = bind_loopback(AF_INET6);
+  Socket v6_other = bind_loopback(AF_INET6);
+  for (const Socket* s : {&v4, &v6, &v6_other}) start_listening(*s);
+  auto tool = start_connlat({"-6", "--dport", std::to_string(v6.local_port()) + "," + std::to_string(v4.local_port())});
+  ASSERT_TRUE(tool);
+  ASSERT_GE(connect_loopback(AF_INET, v4.local_port()).fd(), 0);
+  ASSERT_GE(connect_loopback(AF_INET6, v6.local_port()).fd(), 0);
+  ASSERT_GE(connect_loopback(AF_INET6, v6_other.local_port()).fd(), 0);
+  const std::vector<json> events = stop_and_collect(*tool);
+  EXPECT_EQ(for_port(events, v4.local_port()).size(), 0u) << "-6 must drop the IPv4 connect";
+  EXPECT_EQ(for_port(events, v6_other.local_port()).size(), 0u) << "--dport must drop other ports";
+  const std::vector<json> mine = for_port(events, v6.local_port());
+  ASSERT_EQ(mine.size(), 1u);
+  EXPECT_EQ(mine[0].at("family"), 6);
+}
+
+}  // namespace
+}  // namespace tcptrace::testing
