@@ -1,22 +1,18 @@
 #include "app.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <memory>
-
-#include <nlohmann/json.hpp>
 
 #include "bcc_backend.h"
 #include "diagnostics.h"
 #include "event_output.h"
-#include "filter_macros.h"
-#include "format_hints.h"
 #include "kernel_headers.h"
 #include "kernel_probe.h"
-#include "program_annotations.h"
+#include "program_loader.h"
 #include "program_source.h"
 #include "system_checks.h"
 #include "wall_clock.h"
@@ -34,6 +30,7 @@ void on_stop_signal(int signal) { g_stop_signal = signal; }
 class SignalHandlers {
  public:
   SignalHandlers() {
+    g_stop_signal = 0;
     struct sigaction action {};
     action.sa_handler = on_stop_signal;
     sigemptyset(&action.sa_mask);
@@ -57,284 +54,271 @@ class SignalHandlers {
   struct sigaction old_pipe_ {};
 };
 
-std::string cflag_for(const UserMacro& macro) {
-  return "-D" + macro.name + (macro.value ? "=" + *macro.value : "");
-}
-
-struct CompiledWithHeaders {
-  bcc::Program program;
-  std::optional<MergedHeaderTree> merged_headers;
-};
-
-// clang names the program "/virtual/main.c"; anything else it complains
-// about is a header.
-bool blames_the_program(const std::string& diagnostics) {
-  return diagnostics.find("/virtual/main.c:") != std::string::npos ||
-         diagnostics.find("bpf: ") != std::string::npos;
-}
-
-void report_diagnostics(const std::string& diagnostics, const std::string& program_path) {
-  size_t start = 0;
-  while (start < diagnostics.size()) {
-    size_t end = diagnostics.find('\n', start);
-    if (end == std::string::npos) end = diagnostics.size();
-    std::string line = diagnostics.substr(start, end - start);
-    if (size_t at = line.find("/virtual/main.c"); at != std::string::npos) {
-      line.replace(at, std::string("/virtual/main.c").size(), program_path);
-    }
-    if (!line.empty()) {
-      line.push_back('\n');
-      ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
-      (void)ignored;
-    }
-    start = end + 1;
-  }
-}
-
-// Compiles against the chosen headers. When a fallback header tree fails
-// inside the headers rather than in the program, the next installed tree is
-// tried: a tree newer than what this libbcc's clang understands fails there
-// (BCC 0.26 with Linux 6.12's: `struct bpf_wq` incomplete) while an older one
-// works.
-Result<CompiledWithHeaders> compile_with_headers(const ProgramSource& source, const std::vector<std::string>& cflags,
-                                                 const HeaderChoice& choice, const std::string& running_release) {
-  std::vector<std::optional<HeaderTree>> trees = {choice.tree};
-  for (const auto& alternative : choice.alternatives) trees.emplace_back(alternative);
-  for (size_t i = 0; i < trees.size(); ++i) {
-    std::optional<MergedHeaderTree> merged;
-    if (trees[i]) {
-      auto created = MergedHeaderTree::create(*trees[i]);
-      if (!created) return std::move(created).take_error();
-      merged.emplace(std::move(created).value());
-    }
-    std::string diagnostics;
-    auto program = bcc::Program::compile(source.text, cflags,
-                                         merged ? std::optional<std::string>(merged->path()) : std::nullopt,
-                                         diagnostics);
-    if (program) {
-      // Warnings about the program itself are worth showing; header noise is not.
-      if (blames_the_program(diagnostics)) report_diagnostics(diagnostics, source.path);
-      return CompiledWithHeaders{std::move(program).value(), std::move(merged)};
-    }
-    const bool last = i + 1 == trees.size();
-    if (blames_the_program(diagnostics) || last || choice.match != HeaderMatch::fallback) {
-      report_diagnostics(diagnostics, source.path);
-      return runtime_error(source.path + " did not compile (diagnostics above)");
-    }
-    HeaderChoice next{HeaderMatch::fallback, trees[i + 1], {}};
-    report("kernel headers " + trees[i]->release + " do not compile with this BCC; " +
-           describe_header_choice(next, running_release));
-  }
-  return runtime_error(source.path + " did not compile");
-}
-
-// --check: the attach plan and each output table's decoded layout, as one
-// JSON object on stdout.
-void print_check_report(const std::string& program, std::optional<AttachMethod> method,
-                        const std::vector<ProbeSpec>& plan, const std::vector<bcc::OutputTable>& tables,
-                        const std::vector<std::optional<EventDecoder>>& decoders) {
-  nlohmann::json report = {{"program", program}};
-  report["attach_method"] = method ? nlohmann::json(std::string(method_name(*method))) : nlohmann::json(nullptr);
-  report["probes"] = nlohmann::json::array();
-  for (const ProbeSpec& probe : plan) {
-    nlohmann::json entry = {{"kind", std::string(kind_name(probe.kind))}, {"function", probe.function}};
-    entry["target"] = probe.kind == ProbeKind::tracepoint ? probe.category + ":" + probe.target : probe.target;
-    report["probes"].push_back(entry);
-  }
-  report["outputs"] = nlohmann::json::array();
-  for (size_t i = 0; i < tables.size(); ++i) {
-    nlohmann::json table = {{"table", tables[i].name},
-                            {"kind", tables[i].kind == bcc::OutputKind::ring_buffer ? "ring_buffer" : "perf_buffer"}};
-    nlohmann::json fields = nlohmann::json::array();
-    if (decoders[i]) {
-      table["size"] = decoders[i]->layout().size;
-      for (const FieldLayout& field : decoders[i]->layout().fields) {
-        fields.push_back({{"name", field.name}, {"type", field.type}, {"offset", field.offset}, {"size", field.size()}});
-      }
-    }
-    table["fields"] = fields;
-    report["outputs"].push_back(table);
-  }
-  const std::string text = report.dump() + "\n";
-  ssize_t ignored = ::write(STDOUT_FILENO, text.data(), text.size());
-  (void)ignored;
-}
-
 double monotonic_seconds() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
+void write_stdout(const std::string& text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(STDOUT_FILENO, text.data() + done, text.size() - done);
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+Result<ProgramSource> read_source(const Options& options, const ProgramLocations& where) {
+  if (options.program_file) return read_program_file(*options.program_file);
+  return read_named_program(where, *options.program);
+}
+
+// A program version that is attached and delivering events. Members are
+// destroyed in reverse order: probes detach first, then the buffers close,
+// then the sink and the loaded program go.
+struct ActiveProgram {
+  std::unique_ptr<LoadedProgram> loaded;
+  std::unique_ptr<EventOutput> sink;
+  std::unique_ptr<bcc::OutputReader> reader;
+  std::vector<std::unique_ptr<bcc::Attachment>> attachments;
+  std::vector<uint64_t> misses_seen;  // recursion_misses per loaded function
+  uint64_t misses_total = 0;
+
+  // Detaches, then delivers what the buffers still hold.
+  void stop() {
+    attachments.clear();
+    if (reader) reader->drain();
+  }
+};
+
+// A probe kind the kernel cannot attach gets a reason before the kernel's
+// bare errno: kprobes and fentry need kernel support this machine may lack.
+Status check_probe_kinds(const LoadedProgram& loaded) {
+  bool needs_kprobe = false, needs_kfunc = false;
+  for (const ProbeSpec& probe : loaded.probes) {
+    needs_kprobe |= probe.kind == ProbeKind::kprobe || probe.kind == ProbeKind::kretprobe;
+    needs_kfunc |= probe.kind == ProbeKind::kfunc || probe.kind == ProbeKind::kretfunc;
+  }
+  if (!needs_kprobe && !needs_kfunc) return {};
+  const KernelCapabilities kernel = probe_kernel_capabilities();
+  for (const ProbeSpec& probe : loaded.probes) {
+    const bool is_kprobe = probe.kind == ProbeKind::kprobe || probe.kind == ProbeKind::kretprobe;
+    const bool is_kfunc = probe.kind == ProbeKind::kfunc || probe.kind == ProbeKind::kretfunc;
+    if (is_kprobe && !kernel.kprobe.available) {
+      return runtime_error("cannot attach " + describe(probe) + ": " + kernel.kprobe.reason);
+    }
+    if (is_kfunc && !kernel.kfunc.available) {
+      return runtime_error("cannot attach " + describe(probe) + ": " + kernel.kfunc.reason);
+    }
+  }
+  return {};
+}
+
+// Opens the buffers of a loaded program and attaches its probes.
+Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> loaded, StdoutWriter& writer,
+                                                int buffer_pages) {
+  if (Status s = check_probe_kinds(*loaded); !s) return std::move(s).take_error();
+  auto active = std::make_unique<ActiveProgram>();
+  active->sink = std::make_unique<EventOutput>(writer, loaded->decoders, loaded->table_names);
+  auto reader = bcc::OutputReader::open(loaded->tables, *active->sink, buffer_pages);
+  if (!reader) return std::move(reader).take_error();
+  active->reader = std::move(reader).value();
+  for (const bcc::LoadedFunction& function : loaded->functions) {
+    auto attachment = bcc::Attachment::attach(function);
+    if (!attachment) return std::move(attachment).take_error();
+    active->attachments.push_back(std::move(attachment).value());
+  }
+  active->misses_seen.assign(loaded->functions.size(), 0);
+  active->loaded = std::move(loaded);
+  return active;
+}
+
+std::string attached_text(const ActiveProgram& active) {
+  const LoadedProgram& loaded = *active.loaded;
+  std::string probes;
+  for (const auto& attachment : active.attachments) {
+    probes += (probes.empty() ? "" : ", ") + describe(attachment->probe());
+  }
+  const std::string method =
+      loaded.plan.method ? " (attach: " + std::string(method_name(*loaded.plan.method)) + ")" : "";
+  const size_t n = active.attachments.size();
+  return "program " + loaded.plan.name + method + ", " + std::to_string(n) + " probe" + (n == 1 ? "" : "s") +
+         " attached (" + probes + ")";
+}
+
+// Reports runs the kernel skipped since the last look (recursion_misses):
+// each is an event lost before it reached any buffer.
+void report_recursion_misses(ActiveProgram& active) {
+  for (size_t i = 0; i < active.loaded->functions.size(); ++i) {
+    const bcc::LoadedFunction& function = active.loaded->functions[i];
+    const uint64_t now = function.recursion_misses().value_or(0);
+    if (now > active.misses_seen[i]) {
+      report("kernel skipped " + std::to_string(now - active.misses_seen[i]) + " runs of " +
+             describe(function.probe()) +
+             " (recursion_misses: the program was already running on that CPU); their events are lost");
+      active.misses_total += now - active.misses_seen[i];
+      active.misses_seen[i] = now;
+    }
+  }
+}
+
+// Watches the program file by its modification time and size: simple, and
+// it also sees editors that replace the file instead of writing into it.
+class FileWatch {
+ public:
+  explicit FileWatch(std::string path) : path_(std::move(path)) { changed(); }
+  bool changed() {
+    struct stat st {};
+    if (::stat(path_.c_str(), &st) != 0) return false;  // mid-save: try later
+    const auto stamp = std::make_pair(st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec, st.st_size);
+    if (stamp == stamp_) return false;
+    stamp_ = stamp;
+    return true;
+  }
+
+ private:
+  std::string path_;
+  std::pair<long long, off_t> stamp_{-1, -1};
+};
+
+std::string summary_line(const StdoutWriter& writer, uint64_t skipped) {
+  std::string lost = std::to_string(writer.lost()) + " lost (buffer";
+  for (const auto& [cpu, count] : writer.lost_by_cpu()) {
+    lost += ", CPU " + std::to_string(cpu) + ": " + std::to_string(count);
+  }
+  lost += ")";
+  std::string line = std::to_string(writer.events()) + " events, " + lost + ", " + std::to_string(skipped) +
+                     " skipped runs (recursion_misses)";
+  if (writer.truncated() > 0) line += ", " + std::to_string(writer.truncated()) + " truncated samples";
+  if (g_stop_signal != 0) line += "; stopped by " + std::string(g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+  return line;
+}
+
 }  // namespace
 
 Status run(const Options& options) {
+  auto where = find_program_locations(options.programs_dir);
+  if (!where) return std::move(where).take_error();
+
+  if (options.list) {
+    std::string text;
+    for (const std::string& name : list_programs(where->programs_dir)) {
+      auto source = read_named_program(*where, name);
+      text += name + std::string(name.size() < 10 ? 10 - name.size() : 1, ' ') +
+              (source ? program_summary(source->text) : "") + "\n";
+    }
+    write_stdout(text);
+    return {};
+  }
+
+  auto source = read_source(options, *where);
+  if (!source) return std::move(source).take_error();
+  const HeaderSearchPaths search = default_header_search_paths();
+
+  if (options.print_source) {
+    auto plan = plan_build(options, *where, std::move(source).value());
+    if (!plan) return std::move(plan).take_error();
+    auto headers = choose_kernel_headers(search, options.kernel_headers);
+    if (!headers) return std::move(headers).take_error();
+    write_stdout(render_source_for_print(*plan, *headers));
+    return {};
+  }
+
   if (Status s = check_privileges(); !s) return s;
   std::string tracefs_note;
   if (Status s = ensure_tracefs(tracefs_note); !s) return s;
   if (!tracefs_note.empty()) report(tracefs_note);
 
-  auto locations = find_program_locations(options.programs_dir);
-  if (!locations) return std::move(locations).take_error();
-  auto source = read_named_program(*locations, *options.program);
-  if (!source) return std::move(source).take_error();
-  auto hints = parse_format_hints(source->text);
-  if (!hints) return runtime_error(source->path + ": " + hints.error().message);
-  auto annotations = parse_program_annotations(source->text);
-  if (!annotations) return runtime_error(source->path + ": " + annotations.error().message);
-  for (const std::string& filter : options.filters_given) {
-    if (!annotations->honours(filter)) {
-      return usage_error("--" + std::string(filter == "family" ? "ipv4/--ipv6" : filter) + ": program " +
-                         *options.program + " does not support this filter");
-    }
-  }
-
-  const FilterPlan filters = build_filter_plan(options.filters);
-  std::vector<std::string> cflags = {"-I" + locations->include_dir};
-  cflags.insert(cflags.end(), filters.cflags.begin(), filters.cflags.end());
-  for (const auto& macro : options.macros) cflags.push_back(cflag_for(macro));
-
-  // Programs with variants get the method chosen from what the kernel can
-  // do. --check with an explicit method skips that test: it only compiles
-  // and verifies, which works even where attaching would not.
-  std::optional<AttachMethod> method;
-  if (!annotations->attach_methods.empty()) {
-    if (options.check && options.attach) {
-      auto chosen = choose_attach_method(options.attach, annotations->attach_methods,
-                                         KernelCapabilities{{true, ""}, {true, ""}, {true, ""}});
-      if (!chosen) return std::move(chosen).take_error();
-      method = *chosen;
-    } else {
-      auto chosen = choose_attach_method(options.attach, annotations->attach_methods, probe_kernel_capabilities());
-      if (!chosen) return std::move(chosen).take_error();
-      method = *chosen;
-    }
-    cflags.push_back("-D" + method_macro(*method) + "=1");
-  } else if (options.attach) {
-    return usage_error("--attach: program " + *options.program + " has no attach variants");
-  }
-
-  const HeaderSearchPaths search = default_header_search_paths();
+  auto plan = plan_build(options, *where, std::move(source).value());
+  if (!plan) return std::move(plan).take_error();
   auto headers = choose_kernel_headers(search, options.kernel_headers);
   if (!headers) return std::move(headers).take_error();
   if (std::string line = describe_header_choice(*headers, search.running_release); !line.empty()) report(line);
 
-  auto compiled = compile_with_headers(*source, cflags, *headers, search.running_release);
-  if (!compiled) return std::move(compiled).take_error();
-  bcc::Program& program = compiled->program;
-
-  // Decoders, one per output table, from the layout BCC recorded.
   const WallClock clock;
-  const std::vector<bcc::OutputTable> tables = program.output_tables();
-  std::vector<std::optional<EventDecoder>> decoders;
-  std::vector<std::string> table_names;
-  size_t decodable = 0;
-  for (const auto& table : tables) {
-    table_names.push_back(table.name);
-    if (table.field_descriptions.empty()) {
-      decoders.emplace_back();
-      continue;
-    }
-    size_t with_fields = 0;
-    for (const auto& t : tables) with_fields += t.field_descriptions.empty() ? 0 : 1;
-    auto layout = parse_event_layout(table.field_descriptions);
-    if (!layout) return runtime_error(source->path + ": table '" + table.name + "': " + layout.error().message);
-    DecoderOptions decoder_options;
-    if (with_fields > 1) decoder_options.event_name = table.name;
-    auto decoder = EventDecoder::make(std::move(layout).value(), *hints, table.name, decoder_options, clock);
-    if (!decoder) return runtime_error(source->path + ": " + decoder.error().message);
-    decoders.emplace_back(std::move(decoder).value());
-    ++decodable;
-  }
-  if (decodable == 0) {
-    return runtime_error(source->path +
-                         ": the program submits no struct to a BPF_PERF_OUTPUT or BPF_RINGBUF_OUTPUT table, "
-                         "so there is nothing to print");
-  }
+  auto loaded = compile_and_load(std::move(plan).value(), *headers, search.running_release, clock);
+  if (!loaded) return std::move(loaded).take_error();
 
-  const std::vector<ProbeSpec> plan = attach_plan(program.functions());
-  if (plan.empty()) return runtime_error(source->path + ": the program declares no probe to attach");
-  std::vector<bcc::LoadedFunction> loaded;
-  for (const ProbeSpec& probe : plan) {
-    auto function = program.load(probe);
-    if (!function) return std::move(function).take_error();
-    loaded.push_back(std::move(function).value());
-  }
-
-  const std::string method_text = method ? " (attach: " + std::string(method_name(*method)) + ")" : "";
   if (options.check) {
-    print_check_report(*options.program, method, plan, tables, decoders);
-    report("check passed: program " + *options.program + method_text + " compiled and " +
-           std::to_string(loaded.size()) + " probe" + (loaded.size() == 1 ? "" : "s") +
-           " passed the verifier; nothing attached");
+    write_stdout(check_report_json(**loaded));
+    const size_t n = (*loaded)->functions.size();
+    report("check passed: " + (*loaded)->plan.source.path + " compiled and " + std::to_string(n) + " probe" +
+           (n == 1 ? "" : "s") + " passed the verifier; nothing attached");
     return {};
   }
 
-  EventOutput output(STDOUT_FILENO, std::move(decoders), table_names, options.count);
-  auto reader = bcc::OutputReader::open(tables, output, options.buffer_pages);
-  if (!reader) return std::move(reader).take_error();
-
+  StdoutWriter writer(STDOUT_FILENO, options.count);
   SignalHandlers signals;
-  g_stop_signal = 0;
-  std::vector<std::unique_ptr<bcc::Attachment>> attachments;
-  std::string probe_list;
-  for (const bcc::LoadedFunction& function : loaded) {
-    auto attachment = bcc::Attachment::attach(function);
-    if (!attachment) return std::move(attachment).take_error();
-    attachments.push_back(std::move(attachment).value());
-    probe_list += (probe_list.empty() ? "" : ", ") + describe(function.probe());
-  }
+  auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages);
+  if (!activated) return std::move(activated).take_error();
+  std::unique_ptr<ActiveProgram> active = std::move(activated).value();
+  // The compiler is done: give LLVM's memory back (bcc_free_memory).
   bcc::Program::release_compiler_memory();
-  report("ready: program " + *options.program + method_text + ", " + std::to_string(attachments.size()) + " probe" +
-         (attachments.size() == 1 ? "" : "s") + " attached (" + probe_list + ")");
+  report("ready: " + attached_text(*active));
 
-  // Skipped runs are read from the kernel about once a second.
-  std::vector<uint64_t> misses_seen(loaded.size(), 0);
-  auto check_recursion_misses = [&]() {
-    uint64_t total = 0;
-    for (size_t i = 0; i < loaded.size(); ++i) {
-      const uint64_t now = loaded[i].recursion_misses().value_or(0);
-      if (now > misses_seen[i]) {
-        report("kernel skipped " + std::to_string(now - misses_seen[i]) + " runs of " +
-               describe(loaded[i].probe()) +
-               " (recursion_misses: the program was already running on that CPU); their events are lost");
-        misses_seen[i] = now;
-      }
-      total += misses_seen[i];
-    }
-    return total;
-  };
+  std::optional<FileWatch> watch;
+  if (options.watch) watch.emplace(active->loaded->plan.source.path);
+  uint64_t retired_misses = 0;  // skipped runs of versions replaced by --watch
 
   const double started = monotonic_seconds();
-  double last_miss_check = started;
+  double last_slow_check = started;
   constexpr int kPollMs = 100;
   bool polling_failed = false;
-  while (g_stop_signal == 0 && !output.limit_reached() && !output.reader_gone()) {
+  while (g_stop_signal == 0 && writer.wants_events()) {
     if (options.duration_seconds && monotonic_seconds() - started >= *options.duration_seconds) break;
-    if (!(*reader)->poll(kPollMs)) {
+    if (!active->reader->poll(kPollMs)) {
       polling_failed = true;
       break;
     }
-    output.flush();
-    if (monotonic_seconds() - last_miss_check >= 1.0) {
-      check_recursion_misses();
-      last_miss_check = monotonic_seconds();
+    writer.flush();
+    if (monotonic_seconds() - last_slow_check < 0.5) continue;
+    last_slow_check = monotonic_seconds();
+    report_recursion_misses(*active);
+    if (writer.reader_closed()) break;
+    if (!watch || !watch->changed()) continue;
+
+    // --watch: build the new version beside the running one; swap only if
+    // it compiles, loads and attaches.
+    auto new_source = read_program_file(active->loaded->plan.source.path);
+    auto new_plan = new_source ? plan_build(options, *where, std::move(new_source).value())
+                               : Result<BuildPlan>(std::move(new_source).take_error());
+    auto new_loaded = new_plan ? compile_and_load(std::move(new_plan).value(), *headers, search.running_release, clock)
+                               : Result<std::unique_ptr<LoadedProgram>>(std::move(new_plan).take_error());
+    if (!new_loaded) {
+      report(new_loaded.error().message + "; the previous version keeps running");
+      continue;
     }
+    // Detach the old probes first so no event is reported twice, then
+    // attach the new ones; the old buffers are drained before they close.
+    active->stop();
+    writer.flush();
+    auto next = activate(std::move(new_loaded).value(), writer, options.buffer_pages);
+    if (!next) {
+      report(next.error().message + "; re-attaching the previous version");
+      auto previous = activate(std::move(active->loaded), writer, options.buffer_pages);
+      if (!previous) return std::move(previous).take_error();
+      // The same loaded functions: their counters continue.
+      (*previous)->misses_seen = active->misses_seen;
+      (*previous)->misses_total = active->misses_total;
+      active = std::move(previous).value();
+      continue;
+    }
+    report_recursion_misses(*active);
+    retired_misses += active->misses_total;
+    active = std::move(next).value();
+    bcc::Program::release_compiler_memory();
+    report("reloaded: " + attached_text(*active));
   }
 
   // Teardown: detach first so no new events arrive, then drain what the
   // buffers still hold, then flush.
-  attachments.clear();
-  (*reader)->drain();
-  output.flush();
-  const uint64_t skipped = check_recursion_misses();
-  reader->reset();
-
-  std::string summary = std::to_string(output.events()) + " events, " + std::to_string(output.lost()) +
-                        " lost (buffer), " + std::to_string(skipped) + " skipped runs (recursion_misses)";
-  if (output.truncated() > 0) summary += ", " + std::to_string(output.truncated()) + " truncated samples";
-  if (g_stop_signal != 0) summary += "; stopped by " + std::string(g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
-  report(summary);
+  active->stop();
+  writer.flush();
+  report_recursion_misses(*active);
+  const uint64_t skipped = retired_misses + active->misses_total;
+  active.reset();
+  report(summary_line(writer, skipped));
   if (polling_failed) return runtime_error("polling the event buffers failed");
   return {};
 }

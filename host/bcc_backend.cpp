@@ -336,6 +336,13 @@ bool Program::has_table(const std::string& name) const {
   return bpf_table_fd(module_, name.c_str()) >= 0;
 }
 
+std::optional<std::string> Program::table_value_description(const std::string& name) const {
+  if (!has_table(name)) return std::nullopt;
+  const char* description = bpf_table_leaf_desc(module_, name.c_str());
+  if (description == nullptr) return std::nullopt;
+  return std::string(description);
+}
+
 Result<LoadedFunction> Program::load(const ProbeSpec& probe) const {
   const auto* insns = static_cast<const bpf_insn*>(bpf_function_start(module_, probe.function.c_str()));
   const size_t size = bpf_function_size(module_, probe.function.c_str());

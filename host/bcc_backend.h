@@ -52,6 +52,8 @@ class Program {
   // for what the program submits to it (empty when it submits nothing).
   std::vector<OutputTable> output_tables() const;
   bool has_table(const std::string& name) const;
+  // BCC's JSON description of a map's value type (nested structs, padding).
+  std::optional<std::string> table_value_description(const std::string& name) const;
 
   // Loads one function through the verifier as the program type its probe
   // kind needs. On failure the error carries the verifier's last log lines.

@@ -41,8 +41,26 @@ void append_u128(std::string& out, unsigned __int128 value) {
   out.push_back('"');
 }
 
+void append_by_type(std::string& out, const FieldLayout& field, const unsigned char* p);
+
+// A nested struct, by type, as a JSON object.
+void append_record(std::string& out, const EventLayout& layout, const unsigned char* p) {
+  out.push_back('{');
+  bool first = true;
+  for (const FieldLayout& member : layout.fields) {
+    if (!first) out.push_back(',');
+    first = false;
+    json::append_key(out, member.name);
+    append_by_type(out, member, p + member.offset);
+  }
+  out.push_back('}');
+}
+
 void append_scalar(std::string& out, const FieldLayout& field, const unsigned char* p) {
   switch (field.kind) {
+    case ScalarKind::record:
+      append_record(out, *field.record, p);
+      return;
     case ScalarKind::boolean:
       out.append(p[0] ? "true" : "false");
       return;
@@ -76,6 +94,26 @@ void append_scalar(std::string& out, const FieldLayout& field, const unsigned ch
       json::append_uint_exact(out, read_unsigned(p, field.element_size));
       return;
   }
+}
+
+// A member printed by its C type: scalars, char arrays as strings, other
+// arrays as JSON arrays, nested structs as objects.
+void append_by_type(std::string& out, const FieldLayout& field, const unsigned char* p) {
+  if (!field.is_array) {
+    append_scalar(out, field, p);
+    return;
+  }
+  if (field.kind == ScalarKind::character) {
+    const size_t length = strnlen(reinterpret_cast<const char*>(p), field.count);
+    json::append_string(out, std::string_view(reinterpret_cast<const char*>(p), length));
+    return;
+  }
+  out.push_back('[');
+  for (size_t i = 0; i < field.count; ++i) {
+    if (i > 0) out.push_back(',');
+    append_scalar(out, field, p + i * field.element_size);
+  }
+  out.push_back(']');
 }
 
 bool is_negative(const FieldLayout& field, const unsigned char* p) {
@@ -261,21 +299,12 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
     case FieldFormat::by_type:
       break;
   }
-  if (!field.is_array) {
-    append_scalar(out, field, p);
-    return;
-  }
-  if (field.kind == ScalarKind::character || plan.format == FieldFormat::string) {
+  if (plan.format == FieldFormat::string) {
     const size_t length = strnlen(reinterpret_cast<const char*>(p), field.count);
     json::append_string(out, std::string_view(reinterpret_cast<const char*>(p), length));
     return;
   }
-  out.push_back('[');
-  for (size_t i = 0; i < field.count; ++i) {
-    if (i > 0) out.push_back(',');
-    append_scalar(out, field, p + i * field.element_size);
-  }
-  out.push_back(']');
+  append_by_type(out, field, p);
 }
 
 }  // namespace tcptrace

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,16 +26,22 @@ enum class ScalarKind {
   boolean,
   character,  // char / signed char / unsigned char spelled as characters
   pointer,
+  record,  // a nested struct or union, laid out in FieldLayout::record
 };
+
+struct EventLayout;
 
 struct FieldLayout {
   std::string name;
   std::string type;     // as BCC reported it, for --check and error messages
   ScalarKind kind = ScalarKind::unsigned_int;
-  size_t element_size = 0;  // bytes of one scalar (1, 2, 4, 8 or 16)
+  size_t element_size = 0;  // bytes of one element (scalar or record)
+  size_t alignment = 1;     // of one element
   size_t count = 1;         // number of elements (all dimensions multiplied)
   bool is_array = false;
   size_t offset = 0;
+  std::string record_type;                      // "struct inner" for records
+  std::shared_ptr<const EventLayout> record;    // its layout, once known
 
   size_t size() const { return element_size * count; }
 };
@@ -46,10 +54,26 @@ struct EventLayout {
   const FieldLayout* find(std::string_view name) const;
 };
 
-// Parses one "name#type" description; exposed for tests.
+// Layouts of nested struct types by their C spelling ("struct inner").
+using RecordLayouts = std::map<std::string, std::shared_ptr<const EventLayout>>;
+
+// Parses one "name#type" description; exposed for tests. A nested struct
+// comes back as a record field whose `record` is still empty.
 Result<FieldLayout> parse_field_description(std::string_view description);
 
-// Lays out a whole struct from its descriptions, in order.
-Result<EventLayout> parse_event_layout(const std::vector<std::string>& descriptions);
+// Lays out a whole struct from its descriptions, in order. Record fields
+// take their layout from `records`; one missing there is an error.
+Result<EventLayout> parse_event_layout(const std::vector<std::string>& descriptions,
+                                       const RecordLayouts& records = {});
+
+// The nested struct types the descriptions use ("struct inner"), each once.
+std::vector<std::string> record_types_used(const std::vector<std::string>& descriptions);
+
+// BCC does not describe nested structs in perf_event_fields, but it does
+// describe a map's value type completely, padding included, as JSON text:
+//   ["inner", [["a","unsigned char"], ["__pad_1","char",[3]],
+//              ["b","unsigned int"]], "struct_packed"]
+// (bpf_table_leaf_desc). This turns such a description into a layout.
+Result<EventLayout> layout_from_bcc_type_description(std::string_view description);
 
 }  // namespace tcptrace

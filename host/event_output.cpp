@@ -1,5 +1,6 @@
 #include "event_output.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,41 +10,28 @@
 
 namespace tcptrace {
 
-EventOutput::EventOutput(int fd, std::vector<std::optional<EventDecoder>> decoders,
-                         std::vector<std::string> table_names, std::optional<uint64_t> max_events)
-    : fd_(fd), decoders_(std::move(decoders)), table_names_(std::move(table_names)), max_events_(max_events) {
+StdoutWriter::StdoutWriter(int fd, std::optional<uint64_t> max_events) : fd_(fd), max_events_(max_events) {
   buffer_.reserve(kFlushThreshold * 2);
 }
 
-void EventOutput::on_event(size_t table_index, const void* data, size_t size) {
-  if (limit_reached() || reader_gone_) return;
-  const std::optional<EventDecoder>& decoder = decoders_.at(table_index);
-  if (!decoder) return;
-  if (!decoder->append_json(buffer_, data, size)) {
-    ++truncated_;
-    report("skipped a " + std::to_string(size) + "-byte sample from table '" + table_names_[table_index] +
-           "': shorter than its " + std::to_string(decoder->layout().size) + "-byte event struct");
-    return;
-  }
+void StdoutWriter::event_appended() {
   ++events_;
   if (buffer_.size() >= kFlushThreshold) flush();
 }
 
-void EventOutput::on_lost(size_t table_index, int cpu, uint64_t count) {
+void StdoutWriter::add_lost(int cpu, uint64_t count) {
   lost_ += count;
-  lost_by_cpu_[{table_index, cpu}] += count;
-  report("lost " + std::to_string(count) + " events on CPU " + std::to_string(cpu) + " (table '" +
-         table_names_.at(table_index) + "': the reader fell behind; a larger --buffer-pages helps)");
+  lost_by_cpu_[cpu] += count;
 }
 
-bool EventOutput::flush() {
+bool StdoutWriter::flush() {
   size_t done = 0;
   while (done < buffer_.size() && !reader_gone_) {
     ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       // EPIPE: `| head` has read enough. Any other error ends output too.
-      if (errno != EPIPE) report(std::string("cannot write events: ") + strerror(errno));
+      if (errno != EPIPE) report(std::string("cannot write events: ") + std::strerror(errno));
       reader_gone_ = true;
       break;
     }
@@ -51,6 +39,38 @@ bool EventOutput::flush() {
   }
   buffer_.clear();
   return !reader_gone_;
+}
+
+bool StdoutWriter::reader_closed() {
+  if (reader_gone_) return true;
+  pollfd pfd{fd_, 0, 0};
+  // With no events requested, poll still reports POLLERR (pipe without
+  // reader) and POLLHUP (socket shut down); a terminal or file reports none.
+  if (::poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLERR | POLLHUP)) != 0) reader_gone_ = true;
+  return reader_gone_;
+}
+
+EventOutput::EventOutput(StdoutWriter& writer, std::vector<std::optional<EventDecoder>> decoders,
+                         std::vector<std::string> table_names)
+    : writer_(writer), decoders_(std::move(decoders)), table_names_(std::move(table_names)) {}
+
+void EventOutput::on_event(size_t table_index, const void* data, size_t size) {
+  if (!writer_.wants_events()) return;
+  const std::optional<EventDecoder>& decoder = decoders_.at(table_index);
+  if (!decoder) return;
+  if (!decoder->append_json(writer_.buffer(), data, size)) {
+    writer_.add_truncated();
+    report("skipped a " + std::to_string(size) + "-byte sample from table '" + table_names_[table_index] +
+           "': shorter than its " + std::to_string(decoder->layout().size) + "-byte event struct");
+    return;
+  }
+  writer_.event_appended();
+}
+
+void EventOutput::on_lost(size_t table_index, int cpu, uint64_t count) {
+  writer_.add_lost(cpu, count);
+  report("lost " + std::to_string(count) + " events on CPU " + std::to_string(cpu) + " (table '" +
+         table_names_.at(table_index) + "': the reader fell behind; a larger --buffer-pages helps)");
 }
 
 }  // namespace tcptrace

@@ -1,13 +1,17 @@
-// The only writer of stdout: decoded events are appended to one buffer and
-// written after each poll batch (or when the buffer grows large), so `| jq`
-// sees events within a poll interval without a write() per event.
+// The only writer of stdout, and the sinks that decode events into it.
+//
+// StdoutWriter owns the output buffer and the run's counters; decoded lines
+// are appended to one buffer and written after each poll batch (or when the
+// buffer grows large), so `| jq` sees events within a poll interval without a
+// write() per event. An EventOutput decodes one loaded program's tables into
+// a StdoutWriter; with --watch, old and new versions of a program each have
+// their own EventOutput over the same writer.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "bcc_backend.h"
@@ -15,41 +19,60 @@
 
 namespace tcptrace {
 
-class EventOutput final : public bcc::EventSink {
+class StdoutWriter {
  public:
-  // decoders[i] decodes table i; nullopt for a table the program never
-  // submits a struct to (nothing to decode, its samples are counted only).
-  EventOutput(int fd, std::vector<std::optional<EventDecoder>> decoders, std::vector<std::string> table_names,
-              std::optional<uint64_t> max_events);
+  StdoutWriter(int fd, std::optional<uint64_t> max_events);
 
-  void on_event(size_t table_index, const void* data, size_t size) override;
-  void on_lost(size_t table_index, int cpu, uint64_t count) override;
+  // False once --count is reached or the reader went away: drop the rest.
+  bool wants_events() const { return !limit_reached() && !reader_gone_; }
+  std::string& buffer() { return buffer_; }
+  void event_appended();
+
+  void add_lost(int cpu, uint64_t count);
+  void add_truncated() { ++truncated_; }
 
   // Writes the buffered lines. Returns false once the reader has gone away
   // (EPIPE): the run should end quietly.
   bool flush();
+  // True when stdout is a pipe or socket whose reader has closed it, found
+  // without writing (poll reports POLLERR/POLLHUP on a widowed pipe), so a
+  // quiet run behind `| head` ends too.
+  bool reader_closed();
 
   uint64_t events() const { return events_; }
   uint64_t lost() const { return lost_; }
   uint64_t truncated() const { return truncated_; }
+  const std::map<int, uint64_t>& lost_by_cpu() const { return lost_by_cpu_; }
   bool limit_reached() const { return max_events_ && events_ >= *max_events_; }
   bool reader_gone() const { return reader_gone_; }
-  // Lost counts per (table, cpu), for the summary.
-  const std::map<std::pair<size_t, int>, uint64_t>& lost_by_cpu() const { return lost_by_cpu_; }
 
  private:
   static constexpr size_t kFlushThreshold = 256 * 1024;
 
   int fd_;
-  std::vector<std::optional<EventDecoder>> decoders_;
-  std::vector<std::string> table_names_;
   std::optional<uint64_t> max_events_;
   std::string buffer_;
   uint64_t events_ = 0;
   uint64_t lost_ = 0;
   uint64_t truncated_ = 0;
   bool reader_gone_ = false;
-  std::map<std::pair<size_t, int>, uint64_t> lost_by_cpu_;
+  std::map<int, uint64_t> lost_by_cpu_;
+};
+
+class EventOutput final : public bcc::EventSink {
+ public:
+  // decoders[i] decodes table i; nullopt for a table the program never
+  // submits a struct to (nothing to decode).
+  EventOutput(StdoutWriter& writer, std::vector<std::optional<EventDecoder>> decoders,
+              std::vector<std::string> table_names);
+
+  void on_event(size_t table_index, const void* data, size_t size) override;
+  void on_lost(size_t table_index, int cpu, uint64_t count) override;
+
+ private:
+  StdoutWriter& writer_;
+  std::vector<std::optional<EventDecoder>> decoders_;
+  std::vector<std::string> table_names_;
 };
 
 }  // namespace tcptrace

@@ -15,12 +15,16 @@ cxxopts::Options make_parser() {
   cxxopts::Options parser("tcptrace-bcc",
                           "Compile a BPF program with BCC at run time, attach it, and print one JSON "
                           "object per kernel event on stdout.");
-  parser.custom_help("--program NAME [options]");
+  parser.custom_help("--program NAME | --program-file FILE [options]");
   // Values are read as strings and converted here, so every bad value gets
   // an error naming its option instead of cxxopts' generic text.
   parser.add_options()
       ("program", "built-in program to run (states, connlat)", cxxopts::value<std::string>(), "NAME")
+      ("program-file", "run the BPF program in FILE", cxxopts::value<std::string>(), "FILE")
       ("programs-dir", "directory holding NAME.bpf.c programs", cxxopts::value<std::string>(), "DIR")
+      ("list", "list the built-in programs")
+      ("print-source", "print the source and flags handed to BCC, then exit")
+      ("watch", "recompile and swap the probes when the program file changes")
       ("L,sport", "local ports to trace: 80,443,8000-8100", cxxopts::value<std::string>(), "LIST")
       ("D,dport", "remote ports to trace (a LIST of ports); -D NAME[=VALUE] defines a macro instead",
        cxxopts::value<std::vector<std::string>>(), "LIST")
@@ -113,15 +117,20 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       return usage_error("unexpected argument '" + parsed.unmatched().front() + "'");
     }
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
-                               "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check"}) {
+                               "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
+                               "program-file", "list", "print-source", "watch"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
     options.version = parsed.count("version") > 0;
-    if (options.help || options.version) return options;
+    options.list = parsed.count("list") > 0;
+    if (parsed.count("programs-dir")) options.programs_dir = parsed["programs-dir"].as<std::string>();
+    if (options.help || options.version || options.list) return options;
 
     if (parsed.count("program")) options.program = parsed["program"].as<std::string>();
-    if (parsed.count("programs-dir")) options.programs_dir = parsed["programs-dir"].as<std::string>();
+    if (parsed.count("program-file")) options.program_file = parsed["program-file"].as<std::string>();
+    options.print_source = parsed.count("print-source") > 0;
+    options.watch = parsed.count("watch") > 0;
     if (parsed.count("kernel-headers")) options.kernel_headers = parsed["kernel-headers"].as<std::string>();
     if (parsed.count("sport")) {
       auto ports = PortSet::parse("--sport", parsed["sport"].as<std::string>());
@@ -193,7 +202,17 @@ Result<Options> parse_options(int argc, const char* const* argv) {
   } catch (const cxxopts::exceptions::exception& e) {
     return usage_error(e.what());
   }
-  if (!options.program) return usage_error("no program given: use --program NAME (see --help)");
+  if (options.program && options.program_file) {
+    return usage_error("--program and --program-file exclude each other");
+  }
+  if (!options.program && !options.program_file) {
+    return usage_error("no program given: use --program NAME or --program-file FILE (see --help, --list)");
+  }
+  if (options.watch && !options.program_file) return usage_error("--watch needs --program-file FILE");
+  if (options.watch && (options.check || options.print_source)) {
+    return usage_error("--watch runs a program; it does not go with --check or --print-source");
+  }
+  if (options.check && options.print_source) return usage_error("--check and --print-source exclude each other");
   const FilterSpec& f = options.filters;
   if (f.sport) options.filters_given.push_back("sport");
   if (f.dport) options.filters_given.push_back("dport");

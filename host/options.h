@@ -20,6 +20,7 @@ struct UserMacro {
 
 struct Options {
   std::optional<std::string> program;       // --program NAME
+  std::optional<std::string> program_file;  // --program-file FILE
   std::optional<std::string> programs_dir;  // --programs-dir DIR
   FilterSpec filters;
   std::vector<UserMacro> macros;            // -D NAME[=VALUE]
@@ -29,6 +30,9 @@ struct Options {
   int buffer_pages = 64;                    // --buffer-pages, per CPU
   std::optional<AttachMethod> attach;       // --attach; nullopt = auto
   bool check = false;                       // --check: compile + load only
+  bool print_source = false;                // --print-source
+  bool list = false;                        // --list
+  bool watch = false;                       // --watch
   // Filter options given, by name without "--" (validated against what the
   // program honours once its source is read).
   std::vector<std::string> filters_given;

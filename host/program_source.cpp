@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <cerrno>
+#include <cstring>
 #include <sstream>
 
 namespace tcptrace {
@@ -74,15 +76,49 @@ Result<ProgramSource> read_named_program(const ProgramLocations& where, const st
     return usage_error("--program: unknown program '" + name + "' (known: " + (list.empty() ? "none" : list) +
                        ")");
   }
-  ProgramSource source;
-  source.path = (fs::path(where.programs_dir) / (name + std::string(kSuffix))).string();
-  std::ifstream file(source.path, std::ios::binary);
-  if (!file) return runtime_error("cannot read " + source.path);
+  return read_program_file((fs::path(where.programs_dir) / (name + std::string(kSuffix))).string());
+}
+
+Result<ProgramSource> read_program_file(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (ec || !fs::exists(status)) return usage_error("--program-file: '" + path + "' does not exist");
+  if (fs::is_directory(status)) return usage_error("--program-file: '" + path + "' is a directory");
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return runtime_error("--program-file: cannot read '" + path + "': " + std::strerror(errno));
   std::ostringstream text;
   text << file.rdbuf();
+  ProgramSource source;
+  source.path = path;
   source.text = text.str();
-  if (source.text.empty()) return runtime_error(source.path + " is empty");
+  if (source.text.empty()) return usage_error("--program-file: '" + path + "' is empty");
+  std::string file_name = fs::path(path).filename().string();
+  if (file_name.size() > kSuffix.size() &&
+      file_name.compare(file_name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0) {
+    file_name.resize(file_name.size() - kSuffix.size());
+  } else if (const size_t dot = file_name.find('.'); dot != std::string::npos && dot > 0) {
+    file_name.resize(dot);
+  }
+  source.name = file_name;
   return source;
+}
+
+std::string program_summary(const std::string& text) {
+  const size_t open = text.find("/*");
+  const size_t line_comment = text.find("//");
+  size_t start = std::min(open, line_comment);
+  if (start == std::string::npos) return "";
+  start += 2;
+  size_t end = text.find('\n', start);
+  std::string line = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  if (const size_t close = line.find("*/"); close != std::string::npos) line.resize(close);
+  while (!line.empty() && (line.front() == ' ' || line.front() == '*')) line.erase(0, 1);
+  while (!line.empty() && line.back() == ' ') line.pop_back();
+  // "states: every TCP state change" -> "every TCP state change"
+  if (const size_t colon = line.find(": "); colon != std::string::npos && line.find(' ') > colon) {
+    line.erase(0, colon + 2);
+  }
+  return line;
 }
 
 }  // namespace tcptrace

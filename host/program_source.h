@@ -24,11 +24,19 @@ Result<ProgramLocations> find_program_locations(const std::optional<std::string>
 std::vector<std::string> list_programs(const std::string& dir);
 
 struct ProgramSource {
+  std::string name;  // NAME for NAME.bpf.c
   std::string path;
   std::string text;
 };
 
 // Reads programs_dir/NAME.bpf.c; an unknown name lists the known ones.
 Result<ProgramSource> read_named_program(const ProgramLocations& where, const std::string& name);
+
+// Reads any program file (--program-file). A missing file, a directory or an
+// empty file is a usage error; an unreadable one a runtime error.
+Result<ProgramSource> read_program_file(const std::string& path);
+
+// The first line of a program's leading comment, without "NAME: ", for --list.
+std::string program_summary(const std::string& text);
 
 }  // namespace tcptrace

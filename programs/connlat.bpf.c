@@ -1,5 +1,7 @@
-/* connlat: how long each active TCP connect took, from the SYN until the
- * connection was established or failed, who asked for it, and the outcome.
+/* connlat: latency and outcome of every TCP connect(), failures included.
+ *
+ * How long each active connect took, from the SYN until the connection was
+ * established or failed, who asked for it, and the outcome.
  *
  * Three ways to probe, one event. The host picks one at run time (--attach,
  * default: the first the kernel supports in the order below) and defines

@@ -1,5 +1,4 @@
-/* states: every TCP state change, with the time spent in the old state and
- * the process that owns the socket.
+/* states: every TCP state change, the time spent in the old state, the owner.
  *
  * Probe: tracepoint sock:inet_sock_set_state (Linux 4.16+). Every field is
  * read from the tracepoint record, whose layout BCC takes from tracefs at

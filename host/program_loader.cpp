@@ -1,0 +1,248 @@
+#include "program_loader.h"
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "diagnostics.h"
+#include "diagnostics_map.h"
+#include "filter_macros.h"
+#include "kernel_probe.h"
+
+namespace tcptrace {
+namespace {
+
+std::string cflag_for(const UserMacro& macro) {
+  return "-D" + macro.name + (macro.value ? "=" + *macro.value : "");
+}
+
+// clang names the program "/virtual/main.c"; anything else it complains
+// about is a header. BCC's own loader messages start with "bpf: ".
+bool blames_the_program(const std::string& diagnostics) {
+  return diagnostics.find("/virtual/main.c:") != std::string::npos ||
+         diagnostics.find("bpf: ") != std::string::npos;
+}
+
+void print_diagnostics(const std::string& diagnostics, const ProgramSource& source) {
+  const std::string mapped = map_diagnostics_to_source(diagnostics, source.text, source.path);
+  if (mapped.empty()) return;
+  ssize_t ignored = ::write(STDERR_FILENO, mapped.data(), mapped.size());
+  (void)ignored;
+}
+
+struct Compiled {
+  bcc::Program program;
+  std::optional<MergedHeaderTree> headers;
+};
+
+// Compiles against the chosen headers. When a fallback header tree fails
+// inside the headers rather than in the program, the next installed tree is
+// tried: a tree newer than what this libbcc's clang understands fails there
+// (BCC 0.26 with Linux 6.12's: `struct bpf_wq` incomplete) while an older one
+// works.
+Result<Compiled> compile_with_headers(const std::string& text, const ProgramSource& source,
+                                      const std::vector<std::string>& cflags, const HeaderChoice& choice,
+                                      const std::string& running_release) {
+  std::vector<std::optional<HeaderTree>> trees = {choice.tree};
+  for (const auto& alternative : choice.alternatives) trees.emplace_back(alternative);
+  for (size_t i = 0; i < trees.size(); ++i) {
+    std::optional<MergedHeaderTree> merged;
+    if (trees[i]) {
+      auto created = MergedHeaderTree::create(*trees[i]);
+      if (!created) return std::move(created).take_error();
+      merged.emplace(std::move(created).value());
+    }
+    std::string diagnostics;
+    auto program = bcc::Program::compile(text, cflags,
+                                         merged ? std::optional<std::string>(merged->path()) : std::nullopt,
+                                         diagnostics);
+    if (program) {
+      // Warnings about the program itself are worth showing; header noise is not.
+      if (blames_the_program(diagnostics)) print_diagnostics(diagnostics, source);
+      return Compiled{std::move(program).value(), std::move(merged)};
+    }
+    const bool last = i + 1 == trees.size();
+    if (blames_the_program(diagnostics) || last || choice.match != HeaderMatch::fallback) {
+      print_diagnostics(diagnostics, source);
+      return runtime_error(source.path + " did not compile (diagnostics above)");
+    }
+    HeaderChoice next{HeaderMatch::fallback, trees[i + 1], {}};
+    report("kernel headers " + trees[i]->release + " do not compile with this BCC; " +
+           describe_header_choice(next, running_release));
+  }
+  return runtime_error(source.path + " did not compile");
+}
+
+// Name of the hidden map that makes BCC describe one nested struct type.
+std::string layout_table_name(size_t index) { return "tcptrace_layout_" + std::to_string(index); }
+
+}  // namespace
+
+Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& where, ProgramSource source) {
+  BuildPlan plan;
+  plan.name = options.program ? *options.program : source.name;
+  plan.source = std::move(source);
+  auto hints = parse_format_hints(plan.source.text);
+  if (!hints) return runtime_error(plan.source.path + ": " + hints.error().message);
+  plan.hints = std::move(hints).value();
+  auto annotations = parse_program_annotations(plan.source.text);
+  if (!annotations) return runtime_error(plan.source.path + ": " + annotations.error().message);
+  plan.annotations = std::move(annotations).value();
+  for (const std::string& filter : options.filters_given) {
+    if (!plan.annotations.honours(filter)) {
+      return usage_error("--" + std::string(filter == "family" ? "ipv4/--ipv6" : filter) + ": program " +
+                         plan.name + " does not support this filter (it has no 'tcptrace:filters " + filter +
+                         "' line)");
+    }
+  }
+
+  const FilterPlan filters = build_filter_plan(options.filters);
+  plan.cflags = {"-I" + where.include_dir};
+  plan.cflags.insert(plan.cflags.end(), filters.cflags.begin(), filters.cflags.end());
+  for (const auto& macro : options.macros) plan.cflags.push_back(cflag_for(macro));
+
+  // Programs with variants get the method chosen from what the kernel can
+  // do. --check and --print-source with an explicit method skip that test:
+  // they compile (and verify) only, which works where attaching would not.
+  if (!plan.annotations.attach_methods.empty()) {
+    const bool attaches = !options.check && !options.print_source;
+    const KernelCapabilities everything{{true, ""}, {true, ""}, {true, ""}};
+    auto chosen = choose_attach_method(options.attach, plan.annotations.attach_methods,
+                                       attaches || !options.attach ? probe_kernel_capabilities() : everything);
+    if (!chosen) return std::move(chosen).take_error();
+    plan.method = *chosen;
+    plan.cflags.push_back("-D" + method_macro(*plan.method) + "=1");
+  } else if (options.attach) {
+    return usage_error("--attach: program " + plan.name + " has no attach variants (no 'tcptrace:attach' line)");
+  }
+  return plan;
+}
+
+std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& headers) {
+  std::string text = "// tcptrace-bcc --print-source: " + plan.source.path + ", handed to BCC with:\n";
+  for (const std::string& flag : plan.cflags) text += "//   " + flag + "\n";
+  if (headers.tree) {
+    text += "//   kernel headers " + headers.tree->build_dir +
+            (headers.tree->single_tree() ? "" : " + " + headers.tree->source_dir) + " (BCC_KERNEL_SOURCE)\n";
+  }
+  text += plan.source.text;
+  if (!text.empty() && text.back() != '\n') text.push_back('\n');
+  return text;
+}
+
+Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const HeaderChoice& headers,
+                                                        const std::string& running_release, const WallClock& clock) {
+  auto compiled = compile_with_headers(plan.source.text, plan.source, plan.cflags, headers, running_release);
+  if (!compiled) return std::move(compiled).take_error();
+
+  // Nested structs: BCC records only "struct inner" for such a member, so
+  // the program is compiled once more with a one-entry map per nested type
+  // appended at its end (line numbers stay as they are), whose value type
+  // BCC then describes in full.
+  RecordLayouts records;
+  {
+    std::vector<std::string> nested;
+    for (const auto& table : compiled->program.output_tables()) {
+      for (const std::string& type : record_types_used(table.field_descriptions)) {
+        if (std::find(nested.begin(), nested.end(), type) == nested.end()) nested.push_back(type);
+      }
+    }
+    if (!nested.empty()) {
+      std::string text = plan.source.text;
+      if (!text.empty() && text.back() != '\n') text.push_back('\n');
+      for (size_t i = 0; i < nested.size(); ++i) {
+        text += "BPF_ARRAY(" + layout_table_name(i) + ", " + nested[i] + ", 1);\n";
+      }
+      compiled = compile_with_headers(text, plan.source, plan.cflags, headers, running_release);
+      if (!compiled) return std::move(compiled).take_error();
+      for (size_t i = 0; i < nested.size(); ++i) {
+        auto description = compiled->program.table_value_description(layout_table_name(i));
+        if (!description) return runtime_error(plan.source.path + ": BCC did not describe " + nested[i]);
+        auto layout = layout_from_bcc_type_description(*description);
+        if (!layout) return runtime_error(plan.source.path + ": " + nested[i] + ": " + layout.error().message);
+        records[nested[i]] = std::make_shared<const EventLayout>(std::move(layout).value());
+      }
+    }
+  }
+
+  auto loaded = std::make_unique<LoadedProgram>(LoadedProgram{
+      std::move(plan), std::move(compiled->headers), std::move(compiled->program), {}, {}, {}, {}, {}});
+  const std::string& path = loaded->plan.source.path;
+  for (auto& table : loaded->program.output_tables()) {
+    if (table.name.rfind("tcptrace_layout_", 0) == 0) continue;
+    loaded->tables.push_back(std::move(table));
+  }
+
+  size_t with_fields = 0;
+  for (const auto& t : loaded->tables) with_fields += t.field_descriptions.empty() ? 0 : 1;
+  if (with_fields == 0) {
+    return runtime_error(path +
+                         ": the program submits no struct to a BPF_PERF_OUTPUT or BPF_RINGBUF_OUTPUT table, "
+                         "so there is nothing to print");
+  }
+  for (const auto& table : loaded->tables) {
+    loaded->table_names.push_back(table.name);
+    if (table.field_descriptions.empty()) {
+      loaded->decoders.emplace_back();
+      continue;
+    }
+    auto layout = parse_event_layout(table.field_descriptions, records);
+    if (!layout) return runtime_error(path + ": table '" + table.name + "': " + layout.error().message);
+    DecoderOptions decoder_options;
+    if (with_fields > 1) decoder_options.event_name = table.name;
+    auto decoder =
+        EventDecoder::make(std::move(layout).value(), loaded->plan.hints, table.name, decoder_options, clock);
+    if (!decoder) return runtime_error(path + ": " + decoder.error().message);
+    loaded->decoders.emplace_back(std::move(decoder).value());
+  }
+
+  loaded->probes = attach_plan(loaded->program.functions());
+  if (loaded->probes.empty()) {
+    return runtime_error(path + ": the program declares no probe (TRACEPOINT_PROBE, RAW_TRACEPOINT_PROBE, "
+                                "kprobe__fn, kretprobe__fn, KFUNC_PROBE, KRETFUNC_PROBE)");
+  }
+  for (const ProbeSpec& probe : loaded->probes) {
+    auto function = loaded->program.load(probe);
+    if (!function) return std::move(function).take_error();
+    loaded->functions.push_back(std::move(function).value());
+  }
+  return loaded;
+}
+
+std::string check_report_json(const LoadedProgram& loaded) {
+  std::function<nlohmann::json(const EventLayout&)> fields_of = [&](const EventLayout& layout) {
+    nlohmann::json fields = nlohmann::json::array();
+    for (const FieldLayout& field : layout.fields) {
+      nlohmann::json entry = {{"name", field.name}, {"type", field.type}, {"offset", field.offset},
+                              {"size", field.size()}};
+      if (field.record) entry["fields"] = fields_of(*field.record);
+      fields.push_back(entry);
+    }
+    return fields;
+  };
+  nlohmann::json report = {{"program", loaded.plan.name}, {"source", loaded.plan.source.path}};
+  report["attach_method"] =
+      loaded.plan.method ? nlohmann::json(std::string(method_name(*loaded.plan.method))) : nlohmann::json(nullptr);
+  report["probes"] = nlohmann::json::array();
+  for (const ProbeSpec& probe : loaded.probes) {
+    nlohmann::json entry = {{"kind", std::string(kind_name(probe.kind))}, {"function", probe.function}};
+    entry["target"] = probe.kind == ProbeKind::tracepoint ? probe.category + ":" + probe.target : probe.target;
+    report["probes"].push_back(entry);
+  }
+  report["outputs"] = nlohmann::json::array();
+  for (size_t i = 0; i < loaded.tables.size(); ++i) {
+    nlohmann::json table = {
+        {"table", loaded.tables[i].name},
+        {"kind", loaded.tables[i].kind == bcc::OutputKind::ring_buffer ? "ring_buffer" : "perf_buffer"}};
+    if (loaded.decoders[i]) {
+      table["size"] = loaded.decoders[i]->layout().size;
+      table["fields"] = fields_of(loaded.decoders[i]->layout());
+    } else {
+      table["fields"] = nlohmann::json::array();
+    }
+    report["outputs"].push_back(table);
+  }
+  return report.dump() + "\n";
+}
+
+}  // namespace tcptrace

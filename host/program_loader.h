@@ -1,0 +1,59 @@
+// From a program's source to verified, loaded BPF functions: what to pass
+// to BCC (filters, user macros, the attach variant), which headers to compile
+// against, and how to decode each output table. Attaching is the caller's.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attach_method.h"
+#include "bcc_backend.h"
+#include "event_decoder.h"
+#include "format_hints.h"
+#include "kernel_headers.h"
+#include "options.h"
+#include "program_annotations.h"
+#include "program_source.h"
+#include "wall_clock.h"
+
+namespace tcptrace {
+
+struct BuildPlan {
+  std::string name;  // --program NAME, or the file's stem
+  ProgramSource source;
+  std::vector<FormatHint> hints;
+  ProgramAnnotations annotations;
+  std::vector<std::string> cflags;
+  std::optional<AttachMethod> method;
+};
+
+// Reads what the program declares, checks the filter options against it,
+// and picks the attach variant (probing the kernel when it has to).
+Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& where, ProgramSource source);
+
+// --print-source: the exact text and flags handed to BCC.
+std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& headers);
+
+struct LoadedProgram {
+  BuildPlan plan;
+  std::optional<MergedHeaderTree> headers;  // must outlive nothing but the compile; kept for clarity
+  bcc::Program program;
+  std::vector<bcc::OutputTable> tables;
+  std::vector<std::string> table_names;
+  std::vector<std::optional<EventDecoder>> decoders;
+  std::vector<ProbeSpec> probes;
+  std::vector<bcc::LoadedFunction> functions;
+};
+
+// Compiles (twice when an event struct nests structs, to learn their
+// layout), builds the decoders and loads every probe through the verifier.
+// Compiler diagnostics are printed on stderr, pointing at the program file.
+Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const HeaderChoice& headers,
+                                                        const std::string& running_release, const WallClock& clock);
+
+// --check: the attach plan and each output table's layout, as one JSON object.
+std::string check_report_json(const LoadedProgram& loaded);
+
+}  // namespace tcptrace
