@@ -1017,3 +1017,36 @@ TEST(EventDecoder, MembersNamedLikeHostFieldsAreRejected) {
 
 }  // namespace
 }  // namespace tcptrace
+
+namespace tcptrace {
+namespace {
+
+TEST(EventDecoder, NestedStructsAndArraysOfThemAreObjects) {
+  auto inner = layout_from_bcc_type_description(
+      R"(["who", [["pid","unsigned int"], ["comm","char",[4]]], "struct_packed"])");
+  ASSERT_TRUE(inner.ok()) << inner.error().message;
+  RecordLayouts records = {{"struct who", std::make_shared<const EventLayout>(std::move(inner).value())}};
+  auto layout = parse_event_layout({"caller#struct who", "peers#struct who[2]", "fd#s32"}, records);
+  ASSERT_TRUE(layout.ok()) << layout.error().message;
+  auto decoder = EventDecoder::make(std::move(layout).value(), {}, "events", no_time(), fixed_clock());
+  ASSERT_TRUE(decoder.ok()) << decoder.error().message;
+  Sample sample(decoder->layout());
+  std::vector<unsigned char> bytes = sample.bytes();
+  auto put = [&](size_t offset, uint32_t pid, const char* comm) {
+    std::memcpy(bytes.data() + offset, &pid, 4);
+    std::memcpy(bytes.data() + offset + 4, comm, 4);
+  };
+  put(0, 7, "ab\0\0");
+  put(8, 8, "cdef");
+  put(16, 9, "g\0\0\0");
+  const int32_t fd = -3;
+  std::memcpy(bytes.data() + 24, &fd, 4);
+  std::string out;
+  ASSERT_TRUE(decoder->append_json(out, bytes.data(), bytes.size()));
+  EXPECT_EQ(out,
+            "{\"caller\":{\"pid\":7,\"comm\":\"ab\"},\"peers\":[{\"pid\":8,\"comm\":\"cdef\"},"
+            "{\"pid\":9,\"comm\":\"g\"}],\"fd\":-3}\n");
+}
+
+}  // namespace
+}  // namespace tcptrace

@@ -178,14 +178,27 @@ TEST_P(BadDescription, IsRejected) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Errors, BadDescription,
-                         ::testing::Values("x#struct foo", "x#struct foo[2]", "x#union u", "no_hash_here", "",
+                         ::testing::Values("x#struct (anonymous at /virtual/main.c:3:5)", "no_hash_here", "",
                                            "#u8", "x#", "x#u8[]", "x#u8[abc]", "x#u8[0]", "x#u8[-1]",
                                            "x#u8[4", "x#u8[4]x", "x#u8[4]]", "x#u8[2][]", "x#u8[0x10]",
                                            "x#float", "x#double", "x#long double", "x#u24",
                                            "x#unsigned __int256"));
 
+TEST(ParseFieldDescription, NestedStructsAreRecordsToResolve) {
+  for (const char* description : {"x#struct foo", "x#struct foo[2]", "x#union u"}) {
+    auto field = parse_field_description(description);
+    ASSERT_TRUE(field.ok()) << description;
+    EXPECT_EQ(field->kind, ScalarKind::record) << description;
+    EXPECT_EQ(field->record, nullptr) << description;
+  }
+  EXPECT_EQ(parse_field_description("x#struct foo[2]")->record_type, "struct foo");
+  EXPECT_EQ(parse_field_description("x#struct foo[2]")->count, 2u);
+  EXPECT_EQ(record_types_used({"a#u8", "b#struct foo", "c#struct bar[2]", "d#struct foo"}),
+            (std::vector<std::string>{"struct foo", "struct bar"}));
+}
+
 TEST(ParseFieldDescription, ErrorsNameTheFieldAndType) {
-  auto unknown = parse_field_description("sk#struct foo");
+  auto unknown = parse_event_layout({"sk#struct foo"});
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.error().message.find("'sk'"), std::string::npos) << unknown.error().message;
   EXPECT_NE(unknown.error().message.find("struct foo"), std::string::npos) << unknown.error().message;
@@ -368,6 +381,75 @@ TEST(ParseEventLayout, SingleFieldStruct) {
   ASSERT_TRUE(layout.ok());
   EXPECT_EQ(layout->size, 2u);
   EXPECT_EQ(layout->alignment, 2u);
+}
+
+}  // namespace
+}  // namespace tcptrace
+
+namespace tcptrace {
+namespace {
+
+// BCC's own description of `struct outer { u64 ts; struct inner in; u16
+// arr[3]; struct inner many[2]; u8 tail; }` with `struct inner { u8 a; u32
+// b; char name[5]; }`, as libbcc 0.26 printed it here (bpf_table_leaf_desc).
+constexpr const char* kOuterDescription =
+    R"(["outer", [["ts","unsigned long long"], ["in",["inner", [["a","unsigned char"], ["__pad_1","char",[3]], )"
+    R"(["b","unsigned int"], ["name","char", [5]], ["__pad_end","char",[3]] ], "struct_packed"]], )"
+    R"(["arr","unsigned short", [3]], ["__pad_3","char",[2]], ["many",["inner", [["a","unsigned char"], )"
+    R"(["__pad_1","char",[3]], ["b","unsigned int"], ["name","char", [5]], ["__pad_end","char",[3]] ], )"
+    R"("struct_packed"], [2]], ["tail","unsigned char"], ["__pad_end","char",[7]] ], "struct_packed"])";
+
+TEST(BccTypeDescription, NestedPackedLayoutMatchesTheCompiler) {
+  struct Inner {
+    uint8_t a;
+    uint32_t b;
+    char name[5];
+  };
+  struct Outer {
+    uint64_t ts;
+    Inner in;
+    uint16_t arr[3];
+    Inner many[2];
+    uint8_t tail;
+  };
+  auto layout = layout_from_bcc_type_description(kOuterDescription);
+  ASSERT_TRUE(layout.ok()) << layout.error().message;
+  EXPECT_EQ(layout->size, sizeof(Outer));
+  ASSERT_EQ(layout->fields.size(), 5u);  // padding members dropped
+  EXPECT_EQ(layout->find("in")->offset, offsetof(Outer, in));
+  EXPECT_EQ(layout->find("arr")->offset, offsetof(Outer, arr));
+  EXPECT_EQ(layout->find("many")->offset, offsetof(Outer, many));
+  EXPECT_EQ(layout->find("many")->count, 2u);
+  EXPECT_EQ(layout->find("many")->element_size, sizeof(Inner));
+  EXPECT_EQ(layout->find("tail")->offset, offsetof(Outer, tail));
+  const EventLayout& inner = *layout->find("in")->record;
+  EXPECT_EQ(inner.size, sizeof(Inner));
+  EXPECT_EQ(inner.find("b")->offset, offsetof(Inner, b));
+  EXPECT_EQ(inner.find("name")->offset, offsetof(Inner, name));
+  EXPECT_EQ(inner.find("a")->kind, ScalarKind::unsigned_int) << "unsigned char is a byte, not a character";
+  EXPECT_EQ(inner.find("name")->kind, ScalarKind::character);
+}
+
+TEST(BccTypeDescription, ResolvesRecordFieldsOfAnEventLayout) {
+  auto inner = layout_from_bcc_type_description(
+      R"(["inner", [["a","unsigned char"], ["__pad_1","char",[3]], ["b","unsigned int"]], "struct_packed"])");
+  ASSERT_TRUE(inner.ok());
+  RecordLayouts records = {{"struct inner", std::make_shared<const EventLayout>(std::move(inner).value())}};
+  auto layout = parse_event_layout({"flag#u8", "in#struct inner", "n#u8"}, records);
+  ASSERT_TRUE(layout.ok()) << layout.error().message;
+  EXPECT_EQ(layout->find("in")->offset, 4u);  // aligned to inner's 4
+  EXPECT_EQ(layout->find("n")->offset, 12u);
+  EXPECT_EQ(layout->size, 16u);
+}
+
+TEST(BccTypeDescription, RejectsBitFieldsAndGarbage) {
+  EXPECT_FALSE(layout_from_bcc_type_description("not json").ok());
+  EXPECT_FALSE(layout_from_bcc_type_description(R"(["s", [["a","unsigned int", 3]], "struct"])").ok());
+  EXPECT_FALSE(layout_from_bcc_type_description(R"(["s", [["a","float"]], "struct"])").ok());
+  auto un = layout_from_bcc_type_description(R"(["u", [["a","unsigned int"], ["b","unsigned long long"]], "union"])");
+  ASSERT_TRUE(un.ok());
+  EXPECT_EQ(un->size, 8u);
+  EXPECT_EQ(un->find("b")->offset, 0u);
 }
 
 }  // namespace

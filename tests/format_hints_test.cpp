@@ -281,3 +281,24 @@ TEST(FormatHints, OneLineBlockCommentEndsTheList) {
 
 }  // namespace
 }  // namespace tcptrace
+
+namespace tcptrace {
+namespace {
+
+// The README's example program is the fixture the integration tests run;
+// this keeps the two from drifting apart.
+TEST(Readme, ExampleProgramIsTheTestedFixture) {
+  auto read = [](const std::string& path) {
+    std::ifstream file(path);
+    std::ostringstream text;
+    text << file.rdbuf();
+    return text.str();
+  };
+  const std::string readme = read(std::string(TCPTRACE_SOURCE_DIR) + "/README.md");
+  const std::string fixture = read(std::string(TCPTRACE_SOURCE_DIR) + "/tests/fixtures/connect_probe.bpf.c");
+  ASSERT_FALSE(fixture.empty());
+  EXPECT_NE(readme.find("```c\n" + fixture + "```"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tcptrace

@@ -1,0 +1,229 @@
+// User-written programs (--program-file): their own structs decoded by the
+// same host code as the built-in programs, -D macros, ring buffers, several
+// output tables, nested structs, diagnostics pointing at the user's file,
+// and --watch swapping to an edited copy during a run.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "loopback.h"
+#include "tool_process.h"
+
+namespace tcptrace::testing {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+std::string fixture(const std::string& name) { return std::string(TCPTRACE_SOURCE_DIR) + "/tests/fixtures/" + name; }
+
+std::string read_text(const std::string& path) {
+  std::ifstream file(path);
+  std::ostringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+std::unique_ptr<ToolProcess> start_file(const std::string& path, std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"--program-file", path};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto tool = std::make_unique<ToolProcess>(args);
+  if (!tool->wait_for_stderr("ready", 120s)) {
+    ADD_FAILURE() << "tool did not become ready; stderr:\n" << tool->stderr_text();
+    return nullptr;
+  }
+  return tool;
+}
+
+// Connects to a fresh loopback listener; returns {client fd, port}.
+std::pair<int, uint16_t> connect_once(Socket& listener, Socket& client) {
+  listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  client = connect_loopback(AF_INET, listener.local_port());
+  return {client.fd(), listener.local_port()};
+}
+
+std::vector<json> mine(const std::vector<json>& events) {
+  std::vector<json> out;
+  for (const json& e : events) {
+    if (e.contains("pid") && e.at("pid") == getpid()) out.push_back(e);
+  }
+  return out;
+}
+
+TEST(ProgramFile, UserStructDecodedWithHintsAndMacros) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener, client;
+  auto tool = start_file(fixture("connect_probe.bpf.c"));
+  ASSERT_TRUE(tool);
+  const auto [fd, port] = connect_once(listener, client);
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  const std::vector<json> calls = mine(tool->events());
+  ASSERT_EQ(calls.size(), 1u) << tool->stdout_text();
+  const json& c = calls[0];
+  std::set<std::string> keys;
+  for (const auto& item : c.items()) keys.insert(item.key());
+  EXPECT_EQ(keys, (std::set<std::string>{"time", "ts_us", "pid", "comm", "fd", "family", "dport", "daddr"}));
+  EXPECT_EQ(c.at("comm"), own_comm());
+  EXPECT_EQ(c.at("fd"), fd);
+  EXPECT_EQ(c.at("family"), AF_INET);
+  EXPECT_EQ(c.at("dport"), port);
+  EXPECT_EQ(c.at("daddr"), "127.0.0.1");  // the ip(family) hint of the program
+
+  // -D MIN_FD above any descriptor we have: the program reports nothing.
+  auto filtered = start_file(fixture("connect_probe.bpf.c"), {"-D", "MIN_FD=1000000"});
+  ASSERT_TRUE(filtered);
+  Socket listener2, client2;
+  connect_once(listener2, client2);
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(filtered->stop(SIGINT), 0);
+  EXPECT_TRUE(mine(filtered->events()).empty()) << filtered->stdout_text();
+}
+
+TEST(ProgramFile, RingBufferOutput) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  auto tool = start_file(fixture("ringbuf_probe.bpf.c"));
+  ASSERT_TRUE(tool);
+  Socket listener, client;
+  const auto [fd, port] = connect_once(listener, client);
+  (void)port;
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  const std::vector<json> calls = mine(tool->events());
+  ASSERT_EQ(calls.size(), 1u) << tool->stdout_text();
+  EXPECT_EQ(calls[0].at("fd"), fd);
+  EXPECT_GE(calls[0].at("counter").get<uint64_t>(), 1u);
+  EXPECT_TRUE(calls[0].contains("time")) << "the host adds time even without ts_us";
+}
+
+TEST(ProgramFile, TwoTablesAndANestedStruct) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  auto tool = start_file(fixture("two_tables.bpf.c"));
+  ASSERT_TRUE(tool);
+  Socket listener, client;
+  const auto [fd, port] = connect_once(listener, client);
+  (void)port;
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  bool saw_entry = false, saw_exit = false;
+  for (const json& e : tool->events()) {
+    ASSERT_TRUE(e.contains("event")) << e;
+    if (e.at("event") == "entries" && e.at("caller").at("pid") == getpid()) {
+      saw_entry = true;
+      EXPECT_EQ(e.at("caller").at("comm"), own_comm()) << e;
+      EXPECT_EQ(e.at("fd"), fd) << e;
+    }
+    if (e.at("event") == "exits" && e.at("pid") == getpid()) {
+      saw_exit = true;
+      EXPECT_EQ(e.at("ret"), 0) << e;
+    }
+  }
+  EXPECT_TRUE(saw_entry) << tool->stdout_text();
+  EXPECT_TRUE(saw_exit) << tool->stdout_text();
+}
+
+TEST(ProgramFile, CheckNamesTheLineOfASyntaxError) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const std::string path = fixture("syntax_error.bpf.c");
+  ToolProcess tool({"--program-file", path, "--check"});
+  EXPECT_EQ(tool.wait_exit(120s), 1);
+  const std::string err = tool.stderr_text();
+  // Line 12 of the file, although BCC compiled it as line 12 + the size of
+  // the tracepoint struct it inserted above the probe.
+  EXPECT_NE(err.find(path + ":12:"), std::string::npos) << err;
+  EXPECT_NE(err.find("not_declared_anywhere"), std::string::npos) << err;
+  EXPECT_EQ(err.find("/virtual/main.c"), std::string::npos) << err;
+  EXPECT_EQ(tool.stdout_text(), "");
+}
+
+TEST(ProgramFile, CheckPrintsPlanAndFields) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  ToolProcess tool({"--program-file", fixture("two_tables.bpf.c"), "--check"});
+  ASSERT_EQ(tool.wait_exit(120s), 0) << tool.stderr_text();
+  const std::vector<json> reports = tool.events();
+  ASSERT_EQ(reports.size(), 1u);
+  const json& r = reports[0];
+  EXPECT_EQ(r.at("program"), "two_tables");
+  EXPECT_EQ(r.at("probes").size(), 2u);
+  std::map<std::string, json> outputs;
+  for (const json& o : r.at("outputs")) outputs[o.at("table").get<std::string>()] = o;
+  ASSERT_EQ(outputs.count("entries"), 1u);
+  const json& caller = outputs["entries"].at("fields").at(0);
+  EXPECT_EQ(caller.at("name"), "caller");
+  EXPECT_EQ(caller.at("size"), 20);
+  EXPECT_EQ(caller.at("fields").size(), 2u);
+  EXPECT_EQ(outputs["exits"].at("size"), 8);
+}
+
+TEST(ProgramFile, PrintSourceShowsFlagsAndText) {
+  const std::string path = fixture("connect_probe.bpf.c");
+  ToolProcess tool({"--program-file", path, "--print-source", "-D", "MIN_FD=3"});
+  ASSERT_EQ(tool.wait_exit(60s), 0) << tool.stderr_text();
+  const std::string out = tool.stdout_text();
+  EXPECT_NE(out.find("//   -DMIN_FD=3\n"), std::string::npos) << out;
+  EXPECT_NE(out.find(read_text(path)), std::string::npos);
+}
+
+TEST(ProgramFile, BadFilesAreUsageErrors) {
+  const fs::path dir = fs::temp_directory_path() / ("tcptrace-test-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "empty.bpf.c").close();
+  for (const auto& [path, words] : std::vector<std::pair<std::string, std::string>>{
+           {(dir / "missing.bpf.c").string(), "does not exist"},
+           {dir.string(), "is a directory"},
+           {(dir / "empty.bpf.c").string(), "is empty"}}) {
+    ToolProcess tool({"--program-file", path});
+    EXPECT_EQ(tool.wait_exit(60s), 2) << path;
+    EXPECT_NE(tool.stderr_text().find(words), std::string::npos) << tool.stderr_text();
+  }
+  fs::remove_all(dir);
+}
+
+TEST(ProgramFile, WatchSwapsToAnEditedCopy) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const fs::path dir = fs::temp_directory_path() / ("tcptrace-watch-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const fs::path program = dir / "probe.bpf.c";
+  const std::string original = read_text(fixture("connect_probe.bpf.c"));
+  { std::ofstream(program) << original; }
+
+  auto tool = start_file(program.string(), {"--watch"});
+  ASSERT_TRUE(tool);
+  Socket l1, c1;
+  connect_once(l1, c1);
+  ASSERT_TRUE(tool->wait_for_lines(1, 10s)) << tool->stderr_text();
+
+  // A broken edit: reported, the old version keeps running.
+  { std::ofstream(program) << original << "\nthis is not C;\n"; }
+  ASSERT_TRUE(tool->wait_for_stderr("the previous version keeps running", 60s)) << tool->stderr_text();
+  EXPECT_NE(tool->stderr_text().find(program.string() + ":"), std::string::npos) << tool->stderr_text();
+
+  // A good edit with a new field.
+  std::string edited = original;
+  const std::string member = "    u8 daddr[16];\n";
+  edited.replace(edited.find(member), member.size(), member + "    u32 generation;\n");
+  const std::string assignment = "    call.fd = args->fd;\n";
+  edited.replace(edited.find(assignment), assignment.size(), assignment + "    call.generation = 2;\n");
+  { std::ofstream(program) << edited; }
+  ASSERT_TRUE(tool->wait_for_stderr("reloaded", 60s)) << tool->stderr_text();
+  Socket l2, c2;
+  connect_once(l2, c2);
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+
+  const std::vector<json> calls = mine(tool->events());  // every line must parse
+  ASSERT_GE(calls.size(), 2u) << tool->stdout_text();
+  EXPECT_FALSE(calls.front().contains("generation")) << calls.front();
+  EXPECT_EQ(calls.back().at("generation"), 2) << calls.back();
+  EXPECT_EQ(calls.back().at("dport"), l2.local_port());
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tcptrace::testing
