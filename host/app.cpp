@@ -92,11 +92,21 @@ struct ActiveProgram {
   }
 };
 
-// A probe kind the kernel cannot attach gets a reason before the kernel's
-// bare errno: kprobes and fentry need kernel support this machine may lack.
+// A probe the kernel cannot attach gets a reason before the kernel's bare
+// errno: kprobes and fentry need kernel support this machine may lack, and a
+// tracepoint must exist in tracefs.
 Status check_probe_kinds(const LoadedProgram& loaded) {
   bool needs_kprobe = false, needs_kfunc = false;
   for (const ProbeSpec& probe : loaded.probes) {
+    if (probe.kind == ProbeKind::tracepoint) {
+      struct stat st {};
+      const std::string dir = "events/" + probe.category + "/" + probe.target;
+      if (::stat(("/sys/kernel/debug/tracing/" + dir).c_str(), &st) != 0 &&
+          ::stat(("/sys/kernel/tracing/" + dir).c_str(), &st) != 0) {
+        return runtime_error("cannot attach " + describe(probe) + ": this kernel has no such tracepoint (no " +
+                             dir + " in tracefs)");
+      }
+    }
     needs_kprobe |= probe.kind == ProbeKind::kprobe || probe.kind == ProbeKind::kretprobe;
     needs_kfunc |= probe.kind == ProbeKind::kfunc || probe.kind == ProbeKind::kretfunc;
   }

@@ -4,6 +4,7 @@
 // and --watch swapping to an edited copy during a run.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -182,6 +183,40 @@ TEST(ProgramFile, BadFilesAreUsageErrors) {
     EXPECT_EQ(tool.wait_exit(60s), 2) << path;
     EXPECT_NE(tool.stderr_text().find(words), std::string::npos) << tool.stderr_text();
   }
+  fs::remove_all(dir);
+}
+
+TEST(ProgramFile, ProbesTheKernelCannotAttachAreNamed) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  struct stat st {};
+  if (stat("/sys/bus/event_source/devices/kprobe/type", &st) != 0 &&
+      stat("/sys/kernel/tracing/kprobe_events", &st) != 0) {
+    ToolProcess tool({"--program-file", fixture("kprobe_probe.bpf.c")});
+    EXPECT_EQ(tool.wait_exit(120s), 1);
+    EXPECT_NE(tool.stderr_text().find("cannot attach kprobe tcp_v4_connect: this kernel has no kprobe support"),
+              std::string::npos)
+        << tool.stderr_text();
+  }
+  // A tracepoint that does not exist anywhere.
+  const fs::path dir = fs::temp_directory_path() / ("tcptrace-tp-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  // (It reads no field of the record: BCC could not describe one.)
+  const std::string text =
+      "struct value { u32 pid; };\n"
+      "BPF_PERF_OUTPUT(values);\n"
+      "TRACEPOINT_PROBE(syscalls, sys_enter_no_such_call) {\n"
+      "    struct value v = {};\n"
+      "    v.pid = bpf_get_current_pid_tgid() >> 32;\n"
+      "    values.perf_submit(args, &v, sizeof(v));\n"
+      "    return 0;\n"
+      "}\n";
+  { std::ofstream(dir / "bad_tp.bpf.c") << text; }
+  ToolProcess tool({"--program-file", (dir / "bad_tp.bpf.c").string()});
+  EXPECT_EQ(tool.wait_exit(120s), 1);
+  EXPECT_NE(tool.stderr_text().find("cannot attach tracepoint syscalls:sys_enter_no_such_call: this kernel has "
+                                    "no such tracepoint"),
+            std::string::npos)
+      << tool.stderr_text();
   fs::remove_all(dir);
 }
 
