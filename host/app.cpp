@@ -208,6 +208,9 @@ std::string summary_line(const StdoutWriter& writer, uint64_t skipped) {
 }  // namespace
 
 Status run(const Options& options) {
+  if (!options.list && !options.print_source) {
+    if (Status s = check_privileges(); !s) return s;
+  }
   auto where = find_program_locations(options.programs_dir);
   if (!where) return std::move(where).take_error();
 
@@ -235,7 +238,6 @@ Status run(const Options& options) {
     return {};
   }
 
-  if (Status s = check_privileges(); !s) return s;
   std::string tracefs_note;
   if (Status s = ensure_tracefs(tracefs_note); !s) return s;
   if (!tracefs_note.empty()) report(tracefs_note);

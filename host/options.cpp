@@ -6,6 +6,7 @@
 #include <cxxopts.hpp>
 
 #include <charconv>
+#include <type_traits>
 #include <cmath>
 
 namespace tcptrace {
@@ -54,9 +55,24 @@ Result<T> parse_number(const std::string& option, const std::string& text) {
     return usage_error("--" + option + ": '" + text + "' is out of range");
   }
   if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
+    if constexpr (std::is_unsigned_v<T>) {
+      if (!text.empty() && text[0] == '-') {
+        return usage_error("--" + option + ": '" + text + "' is negative; it must be 0 or more");
+      }
+    }
     return usage_error("--" + option + ": '" + text + "' is not a number");
   }
   return value;
+}
+
+// cxxopts names an unknown option between typographic quotes; say it plainly.
+std::string unknown_option_message(const std::string& what) {
+  const std::string open = "\u2018", close = "\u2019";
+  const size_t a = what.find(open);
+  const size_t b = what.find(close);
+  if (a == std::string::npos || b == std::string::npos || b < a) return what;
+  const std::string name = what.substr(a + open.size(), b - a - open.size());
+  return "unknown option '" + std::string(name.size() == 1 ? "-" : "--") + name + "' (see --help)";
 }
 
 bool is_macro_name(const std::string& name) {
@@ -75,7 +91,8 @@ bool is_macro_name(const std::string& name) {
 Status take_dash_d(Options& options, const std::vector<std::string>& values) {
   std::vector<std::string> port_lists;
   for (const std::string& value : values) {
-    if (!value.empty() && value[0] >= '0' && value[0] <= '9') {
+    const bool looks_like_ports = !value.empty() && value[0] >= '0' && value[0] <= '9';
+    if (looks_like_ports && value.find('=') == std::string::npos) {
       port_lists.push_back(value);
       continue;
     }
@@ -145,6 +162,9 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     if (parsed.count("pid")) {
       const std::string text = parsed["pid"].as<std::string>();
       auto pid = parse_number<uint64_t>("pid", text);
+      if (!pid && !text.empty() && text[0] == '-') {
+        return usage_error("--pid: '" + text + "' is not a process id (1-4194304)");
+      }
       if (!pid) return std::move(pid).take_error();
       // PID_MAX_LIMIT (include/linux/threads.h) is 4194304 on 64-bit.
       if (*pid == 0 || *pid > 4194304) {
@@ -199,6 +219,8 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       }
       options.buffer_pages = *pages;
     }
+  } catch (const cxxopts::exceptions::no_such_option& e) {
+    return usage_error(unknown_option_message(e.what()));
   } catch (const cxxopts::exceptions::exception& e) {
     return usage_error(e.what());
   }

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <linux/bpf.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,7 +12,9 @@
 
 namespace tcptrace::testing {
 
-ToolProcess::ToolProcess(std::vector<std::string> args) {
+ToolProcess::ToolProcess(std::vector<std::string> args) : ToolProcess({}, std::move(args)) {}
+
+ToolProcess::ToolProcess(std::vector<std::string> wrapper, std::vector<std::string> args, std::string binary) {
   int out[2];
   int err[2];
   if (pipe(out) != 0 || pipe(err) != 0) {
@@ -18,7 +22,7 @@ ToolProcess::ToolProcess(std::vector<std::string> args) {
     return;
   }
   std::vector<char*> argv;
-  std::string binary = tool_binary();
+  for (auto& w : wrapper) argv.push_back(w.data());
   argv.push_back(binary.data());
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -30,7 +34,7 @@ ToolProcess::ToolProcess(std::vector<std::string> args) {
     close(out[1]);
     close(err[0]);
     close(err[1]);
-    execv(argv[0], argv.data());
+    execvp(argv[0], argv.data());
     _exit(127);
   }
   close(out[1]);
@@ -189,6 +193,19 @@ std::string missing_privileges() {
     return "this kernel has no BPF support";
   }
   return "";
+}
+
+std::set<uint32_t> loaded_bpf_program_ids() {
+  std::set<uint32_t> ids;
+  uint32_t id = 0;
+  while (true) {
+    bpf_attr attr{};
+    attr.start_id = id;
+    if (syscall(__NR_bpf, BPF_PROG_GET_NEXT_ID, &attr, sizeof attr) != 0) break;
+    id = attr.next_id;
+    ids.insert(id);
+  }
+  return ids;
 }
 
 std::string own_comm() {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,9 +16,16 @@
 
 namespace tcptrace::testing {
 
+std::string tool_binary();
+
 class ToolProcess {
  public:
   explicit ToolProcess(std::vector<std::string> args);
+  // Runs `wrapper` (a command such as setpriv or unshare, found in PATH)
+  // with the tool binary and `args` appended.
+  // `binary` replaces the built tool (e.g. a copy others may execute).
+  ToolProcess(std::vector<std::string> wrapper, std::vector<std::string> args,
+              std::string binary = tool_binary());
   ~ToolProcess();  // kills the tool if it still runs
   ToolProcess(const ToolProcess&) = delete;
   ToolProcess& operator=(const ToolProcess&) = delete;
@@ -73,6 +81,9 @@ std::string missing_privileges();
   } while (0)
 
 bool running_in_ci();
+
+// IDs of every BPF program loaded in the kernel (BPF_PROG_GET_NEXT_ID).
+std::set<uint32_t> loaded_bpf_program_ids();
 
 // This process's comm (/proc/self/comm), as the kernel reports it.
 std::string own_comm();

@@ -1,0 +1,181 @@
+// Every bad input of the "hard to break" list: one clear line on stderr
+// naming the option or file, the right exit status (2 usage, 1 runtime),
+// nothing on stdout, and no BPF program left loaded behind.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tool_process.h"
+
+namespace tcptrace::testing {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+std::string fixture(const std::string& name) { return std::string(TCPTRACE_SOURCE_DIR) + "/tests/fixtures/" + name; }
+
+// Files the cases point at. The cases are listed before any test runs (and
+// ctest runs each test in a process of its own), so the directory has a
+// fixed name, is filled by the test that needs it and removed at exit.
+fs::path scratch() { return fs::temp_directory_path() / "tcptrace-bad-input"; }
+
+void make_scratch() {
+  const fs::path d = scratch();
+  fs::remove_all(d);
+  fs::create_directories(d);
+  std::ofstream(d / "empty.bpf.c").close();
+  std::ofstream(d / "unreadable.bpf.c") << "int x;\n";
+  fs::permissions(d / "unreadable.bpf.c", fs::perms::none);
+  // A copy of the tool that an unprivileged user may execute wherever the
+  // build tree lives.
+  fs::copy_file(tool_binary(), d / "tcptrace-bcc");
+  fs::permissions(d, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                         fs::perms::others_read | fs::perms::others_exec);
+}
+
+class ScratchCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(scratch(), ec);
+  }
+};
+const auto* const kScratchCleanup = ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+
+std::string running_release() {
+  utsname un{};
+  uname(&un);
+  return un.release;
+}
+
+// Runs the tool in a private mount namespace after `setup` (shell commands).
+std::vector<std::string> in_mount_namespace(const std::string& setup) {
+  return {"unshare", "--mount", "--propagation", "private", "sh", "-c", setup + " && exec \"$0\" \"$@\""};
+}
+
+const std::vector<std::string> kAsNobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+// Root without the capabilities that let it read any file.
+const std::vector<std::string> kWithoutFileOverride = {
+    "setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"};
+// Root, but without the capabilities tracing needs: dropped from the bounding
+// set, root's capabilities after exec are what remains.
+const std::vector<std::string> kWithoutTracingCaps = {"setpriv", "--bounding-set=-bpf,-perfmon,-sys_admin",
+                                                      "--inh-caps=-all"};
+
+struct BadInput {
+  std::string name;
+  std::vector<std::string> args;
+  int exit_status;
+  std::string message;  // must appear on stderr
+  std::vector<std::string> wrapper = {};
+  bool one_line = true;  // compiler diagnostics take more
+};
+
+std::ostream& operator<<(std::ostream& os, const BadInput& c) { return os << c.name; }
+
+class BadInputTable : public ::testing::TestWithParam<BadInput> {};
+
+TEST_P(BadInputTable, OneLineRightStatusNothingLeftLoaded) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  make_scratch();
+  const BadInput& c = GetParam();
+  const std::set<uint32_t> before = loaded_bpf_program_ids();
+  ToolProcess tool(c.wrapper, c.args,
+                   c.wrapper == kAsNobody ? (scratch() / "tcptrace-bcc").string() : tool_binary());
+  const int status = tool.wait_exit(120s);
+  const std::string err = tool.stderr_text();
+  EXPECT_EQ(status, c.exit_status) << err;
+  EXPECT_NE(err.find(c.message), std::string::npos) << "expected '" << c.message << "' in:\n" << err;
+  EXPECT_EQ(tool.stdout_text(), "");
+  const std::string last_line = err.substr(err.rfind('\n', err.size() - 2) == std::string::npos
+                                               ? 0
+                                               : err.rfind('\n', err.size() - 2) + 1);
+  EXPECT_EQ(last_line.rfind("tcptrace-bcc: ", 0), 0u) << "the last line is the tool's own: " << err;
+  if (c.one_line) {
+    // The header-choice notice may precede the error on this machine.
+    size_t lines = 0;
+    for (size_t at = 0; (at = err.find('\n', at)) != std::string::npos; ++at) ++lines;
+    const bool notice = err.find("using kernel headers") != std::string::npos;
+    EXPECT_EQ(lines, notice ? 2u : 1u) << err;
+  }
+  EXPECT_EQ(err.find("terminate called"), std::string::npos) << err;
+  // Programs are released when their fds close, a moment after exit at most.
+  std::set<uint32_t> after = loaded_bpf_program_ids();
+  for (int i = 0; i < 40 && !std::includes(before.begin(), before.end(), after.begin(), after.end()); ++i) {
+    std::this_thread::sleep_for(50ms);
+    after = loaded_bpf_program_ids();
+  }
+  EXPECT_TRUE(std::includes(before.begin(), before.end(), after.begin(), after.end()))
+      << "a BPF program stayed loaded after the tool exited";
+}
+
+std::vector<BadInput> cases() {
+  const std::string dir = scratch().string();
+  return {
+      {"sport_out_of_range", {"--program", "states", "--sport", "70000"}, 2, "--sport: port '70000' is out of range"},
+      {"sport_not_a_number", {"--program", "states", "--sport", "abc"}, 2, "--sport: 'abc' is not a port number"},
+      {"sport_empty", {"--program", "states", "--sport", ""}, 2, "--sport: empty port list"},
+      {"sport_backwards_range", {"--program", "states", "--sport", "10-5"}, 2, "--sport: range '10-5' ends before"},
+      {"dport_zero", {"--program", "states", "--dport", "0"}, 2, "--dport: port 0 is not a valid port"},
+      {"pid_negative", {"--program", "connlat", "--pid", "-5"}, 2, "--pid: '-5' is not a process id"},
+      {"pid_huge", {"--program", "connlat", "--pid", "99999999999"}, 2, "--pid: '99999999999' is not a process id"},
+      {"min_us_negative", {"--program", "connlat", "--min-us", "-1"}, 2, "--min-us: '-1' is negative"},
+      {"both_families", {"--program", "states", "-4", "-6"}, 2, "-4 and -6 exclude each other"},
+      {"count_zero", {"--program", "states", "--count", "0"}, 2, "--count: must be at least 1"},
+      {"duration_negative", {"--program", "states", "--duration", "-3"}, 2, "--duration: '-3' must be a positive"},
+      {"unknown_program", {"--program", "nosuch"}, 2, "unknown program 'nosuch' (known: connlat, states)"},
+      {"program_file_missing", {"--program-file", dir + "/missing.bpf.c"}, 2, "does not exist"},
+      {"program_file_directory", {"--program-file", dir}, 2, "is a directory"},
+      {"program_file_unreadable", {"--program-file", dir + "/unreadable.bpf.c"}, 1,
+       "cannot read '" + dir + "/unreadable.bpf.c': Permission denied", kWithoutFileOverride},
+      {"program_file_empty", {"--program-file", dir + "/empty.bpf.c"}, 2, "is empty"},
+      {"does_not_compile", {"--program-file", fixture("syntax_error.bpf.c")}, 1,
+       fixture("syntax_error.bpf.c") + ":12:", {}, false},
+      {"unknown_option", {"--program", "states", "--frobnicate"}, 2, "unknown option '--frobnicate'"},
+      {"program_twice", {"--program", "states", "--program", "connlat"}, 2, "--program given more than once"},
+      {"count_twice", {"--program", "states", "--count", "1", "--count", "2"}, 2, "--count given more than once"},
+      {"macro_bad_name", {"--program", "states", "-D", "a-b=1"}, 2, "-D: 'a-b=1' is neither a port list"},
+      {"macro_digit_name", {"--program", "states", "-D", "9x=1"}, 2, "-D: '9x=1' is neither a port list"},
+      {"macro_reserved", {"--program", "states", "-D", "FILTER_PID=1"}, 2, "macro FILTER_PID is reserved"},
+      {"filter_not_honoured", {"--program", "states", "--min-us", "5"}, 2,
+       "--min-us: program states does not support this filter"},
+      {"attach_without_variants", {"--program", "states", "--attach", "kprobe"}, 2,
+       "--attach: program states has no attach variants"},
+      {"attach_unknown", {"--program", "connlat", "--attach", "uprobe"}, 2, "--attach: 'uprobe' is not one of"},
+      {"not_root", {"--program", "states"}, 1, "tracing needs root, or CAP_BPF and CAP_PERFMON", kAsNobody},
+      {"root_without_tracing_caps", {"--program", "states"}, 1,
+       "tracing needs root, or CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), which this process lacks",
+       kWithoutTracingCaps},
+      {"no_kernel_headers", {"--program", "states"}, 1, "install linux-headers-" + running_release(),
+       in_mount_namespace("mount -t tmpfs none /usr/src && { [ ! -d /lib/modules ] || mount -t tmpfs none "
+                          "/lib/modules; }")},
+      {"tracefs_cannot_be_mounted", {"--program", "states"}, 1,
+       "tracefs is not mounted and mounting it failed (No such file or directory): run 'mount -t tracefs nodev "
+       "/sys/kernel/tracing' as root",
+       in_mount_namespace("mount -t tmpfs none /sys/kernel")},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, BadInputTable, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<BadInput>& info) { return info.param.name; });
+
+// tracefs not mounted, but mountable: the tool mounts it and says so.
+TEST(BadInput, UnmountedTracefsIsMounted) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  ToolProcess tool(in_mount_namespace("{ umount /sys/kernel/debug/tracing 2>/dev/null; true; } && "
+                                      "{ umount /sys/kernel/tracing 2>/dev/null; true; } && "
+                                      "! [ -e /sys/kernel/tracing/events ]"),
+                   {"--program", "states", "--check"});
+  EXPECT_EQ(tool.wait_exit(120s), 0) << tool.stderr_text();
+  EXPECT_NE(tool.stderr_text().find("mounted tracefs at /sys/kernel/tracing (it was not mounted)"),
+            std::string::npos)
+      << tool.stderr_text();
+}
+
+}  // namespace
+}  // namespace tcptrace::testing
