@@ -1,10 +1,13 @@
 #include "app.h"
 
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <memory>
 
 #include "bcc_backend.h"
@@ -127,10 +130,10 @@ Status check_probe_kinds(const LoadedProgram& loaded) {
 
 // Opens the buffers of a loaded program and attaches its probes.
 Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> loaded, StdoutWriter& writer,
-                                                int buffer_pages) {
+                                                int buffer_pages, RawRecorder* recorder) {
   if (Status s = check_probe_kinds(*loaded); !s) return std::move(s).take_error();
   auto active = std::make_unique<ActiveProgram>();
-  active->sink = std::make_unique<EventOutput>(writer, loaded->decoders, loaded->table_names);
+  active->sink = std::make_unique<EventOutput>(writer, loaded->decoders, loaded->table_names, recorder);
   auto reader = bcc::OutputReader::open(loaded->tables, *active->sink, buffer_pages);
   if (!reader) return std::move(reader).take_error();
   active->reader = std::move(reader).value();
@@ -261,8 +264,18 @@ Status run(const Options& options) {
   }
 
   StdoutWriter writer(STDOUT_FILENO, options.count);
+  std::optional<UniqueFd> raw_file;
+  std::optional<RawRecorder> recorder;
+  if (options.record_raw) {
+    raw_file.emplace(::open(options.record_raw->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!raw_file->valid()) {
+      return runtime_error("--record-raw: cannot create '" + *options.record_raw + "': " + std::strerror(errno));
+    }
+    recorder.emplace(raw_file->get());
+  }
+  RawRecorder* const recording = recorder ? &*recorder : nullptr;
   SignalHandlers signals;
-  auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages);
+  auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages, recording);
   if (!activated) return std::move(activated).take_error();
   std::unique_ptr<ActiveProgram> active = std::move(activated).value();
   // The compiler is done: give LLVM's memory back (bcc_free_memory).
@@ -305,10 +318,10 @@ Status run(const Options& options) {
     // attach the new ones; the old buffers are drained before they close.
     active->stop();
     writer.flush();
-    auto next = activate(std::move(new_loaded).value(), writer, options.buffer_pages);
+    auto next = activate(std::move(new_loaded).value(), writer, options.buffer_pages, recording);
     if (!next) {
       report(next.error().message + "; re-attaching the previous version");
-      auto previous = activate(std::move(active->loaded), writer, options.buffer_pages);
+      auto previous = activate(std::move(active->loaded), writer, options.buffer_pages, recording);
       if (!previous) return std::move(previous).take_error();
       // The same loaded functions: their counters continue.
       (*previous)->misses_seen = active->misses_seen;
@@ -330,6 +343,7 @@ Status run(const Options& options) {
   report_recursion_misses(*active);
   const uint64_t skipped = retired_misses + active->misses_total;
   active.reset();
+  if (recorder) recorder->flush();
   report(summary_line(writer, skipped));
   if (polling_failed) return runtime_error("polling the event buffers failed");
   return {};

@@ -366,7 +366,26 @@ Result<LoadedFunction> Program::load(const ProbeSpec& probe) const {
   return LoadedFunction(probe, UniqueFd(fd));
 }
 
-void Program::release_compiler_memory() { bcc_free_memory(); }
+void Program::release_compiler_memory() {
+  // libbcc's own text (only where it is linked statically).
+  bcc_free_memory();
+  // Debian's libbcc uses the shared libLLVM and libclang-cpp, ~85 MB of
+  // code that compiling touched and a running tracer never calls again.
+  // Dropping those pages from this process (MADV_DONTNEED on their
+  // executable, never-written mappings) leaves them in the page cache, so a
+  // later compile (--watch) faults them back in. Writable or read-only
+  // relocated mappings are left alone: their pages differ from the file.
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    unsigned long start = 0, end = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &start, &end, perms) != 3) continue;
+    if (std::string(perms) != "r-xp") continue;
+    if (line.find("/libLLVM") == std::string::npos && line.find("/libclang") == std::string::npos) continue;
+    ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+  }
+}
 
 // ---- LoadedFunction --------------------------------------------------------
 

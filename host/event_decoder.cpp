@@ -204,7 +204,14 @@ Result<EventDecoder> EventDecoder::make(EventLayout layout, const std::vector<Fo
           break;
       }
       plan.format = hint.format;
-      if (hint.format == FieldFormat::enumeration) plan.enum_names = hint.arguments;
+      if (hint.format == FieldFormat::enumeration) {
+        // Rendered (quoted, escaped) once here instead of for every event.
+        plan.enum_names.clear();
+        for (const std::string& name : hint.arguments) {
+          plan.enum_names.emplace_back();
+          json::append_string(plan.enum_names.back(), name);
+        }
+      }
     }
     decoder.plans_.push_back(std::move(plan));
   }
@@ -245,16 +252,15 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
   switch (plan.format) {
     case FieldFormat::ip_address: {
       const uint64_t family = read_unsigned(data + plan.family.offset, plan.family.element_size);
-      char text[INET6_ADDRSTRLEN];
       const bool v6 = family == 6 || family == AF_INET6;
       const bool v4 = family == 4 || family == AF_INET;
-      const char* ok = nullptr;
       if (v6 && field.size() >= 16) {
-        ok = inet_ntop(AF_INET6, p, text, sizeof text);
+        json::append_ipv6_string(out, p);
       } else if (v4 || (!v6 && field.size() == 4)) {
-        ok = inet_ntop(AF_INET, p, text, sizeof text);
+        json::append_ipv4_string(out, p);
+      } else {
+        out.append("\"\"");
       }
-      json::append_string(out, ok ? std::string_view(text) : std::string_view());
       return;
     }
     case FieldFormat::hex:
@@ -266,7 +272,10 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
       if (name.empty()) {
         append_number_string(out, field, p);
       } else {
-        json::append_string(out, name);
+        // State names are plain capitals and underscores: nothing to escape.
+        out.push_back('"');
+        out.append(name);
+        out.push_back('"');
       }
       return;
     }
@@ -289,7 +298,7 @@ void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
     case FieldFormat::enumeration: {
       const uint64_t index = read_unsigned(p, field.element_size);
       if (!is_negative(field, p) && index < plan.enum_names.size()) {
-        json::append_string(out, plan.enum_names[index]);
+        out.append(plan.enum_names[index]);
       } else {
         append_number_string(out, field, p);
       }

@@ -48,7 +48,7 @@ class EventDecoder {
     // ip: the family member. A copy, not a pointer into layout_, so that a
     // copied decoder never refers to the one it was copied from.
     FieldLayout family;
-    std::vector<std::string> enum_names;
+    std::vector<std::string> enum_names;  // as JSON strings, quotes included
   };
 
   EventDecoder(EventLayout layout, DecoderOptions options, const WallClock& clock)

@@ -50,12 +50,31 @@ bool StdoutWriter::reader_closed() {
   return reader_gone_;
 }
 
+void RawRecorder::record(size_t table_index, const void* data, size_t size) {
+  const uint32_t header[2] = {static_cast<uint32_t>(table_index), static_cast<uint32_t>(size)};
+  buffer_.append(reinterpret_cast<const char*>(header), sizeof header);
+  buffer_.append(static_cast<const char*>(data), size);
+  if (buffer_.size() >= (1u << 20)) flush();
+}
+
+void RawRecorder::flush() {
+  size_t done = 0;
+  while (done < buffer_.size()) {
+    ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  buffer_.clear();
+}
+
 EventOutput::EventOutput(StdoutWriter& writer, std::vector<std::optional<EventDecoder>> decoders,
-                         std::vector<std::string> table_names)
-    : writer_(writer), decoders_(std::move(decoders)), table_names_(std::move(table_names)) {}
+                         std::vector<std::string> table_names, RawRecorder* recorder)
+    : writer_(writer), decoders_(std::move(decoders)), table_names_(std::move(table_names)), recorder_(recorder) {}
 
 void EventOutput::on_event(size_t table_index, const void* data, size_t size) {
   if (!writer_.wants_events()) return;
+  if (recorder_ != nullptr) recorder_->record(table_index, data, size);
   const std::optional<EventDecoder>& decoder = decoders_.at(table_index);
   if (!decoder) return;
   if (!decoder->append_json(writer_.buffer(), data, size)) {

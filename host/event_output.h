@@ -59,12 +59,26 @@ class StdoutWriter {
   std::map<int, uint64_t> lost_by_cpu_;
 };
 
+// --record-raw FILE: every sample as it arrived, for offline decoding and
+// the decode benchmark: per sample a little-endian u32 table index, a u32
+// size, then the bytes.
+class RawRecorder {
+ public:
+  explicit RawRecorder(int fd) : fd_(fd) {}
+  void record(size_t table_index, const void* data, size_t size);
+  void flush();
+
+ private:
+  int fd_;
+  std::string buffer_;
+};
+
 class EventOutput final : public bcc::EventSink {
  public:
   // decoders[i] decodes table i; nullopt for a table the program never
   // submits a struct to (nothing to decode).
   EventOutput(StdoutWriter& writer, std::vector<std::optional<EventDecoder>> decoders,
-              std::vector<std::string> table_names);
+              std::vector<std::string> table_names, RawRecorder* recorder = nullptr);
 
   void on_event(size_t table_index, const void* data, size_t size) override;
   void on_lost(size_t table_index, int cpu, uint64_t count) override;
@@ -73,6 +87,7 @@ class EventOutput final : public bcc::EventSink {
   StdoutWriter& writer_;
   std::vector<std::optional<EventDecoder>> decoders_;
   std::vector<std::string> table_names_;
+  RawRecorder* recorder_;
 };
 
 }  // namespace tcptrace

@@ -123,6 +123,79 @@ void append_hex_string(std::string& out, uint64_t value) {
   out.push_back('"');
 }
 
+namespace {
+
+// Writes the dotted quad into `text`; returns the length.
+size_t format_ipv4(char* text, const unsigned char* b) {
+  size_t n = 0;
+  for (int i = 0; i < 4; ++i) {
+    if (i > 0) text[n++] = '.';
+    const unsigned v = b[i];
+    if (v >= 100) text[n++] = static_cast<char>('0' + v / 100);
+    if (v >= 10) text[n++] = static_cast<char>('0' + v / 10 % 10);
+    text[n++] = static_cast<char>('0' + v % 10);
+  }
+  return n;
+}
+
+}  // namespace
+
+void append_ipv4_string(std::string& out, const unsigned char* bytes) {
+  char text[18];
+  size_t n = 0;
+  text[n++] = '"';
+  n += format_ipv4(text + n, bytes);
+  text[n++] = '"';
+  out.append(text, n);
+}
+
+void append_ipv6_string(std::string& out, const unsigned char* bytes) {
+  unsigned words[8];
+  for (int i = 0; i < 8; ++i) words[i] = static_cast<unsigned>(bytes[2 * i]) << 8 | bytes[2 * i + 1];
+  // The longest run of zero words (the first of equal ones), if >= 2.
+  int best_base = -1, best_len = 0;
+  for (int i = 0; i < 8;) {
+    if (words[i] != 0) {
+      ++i;
+      continue;
+    }
+    int j = i;
+    while (j < 8 && words[j] == 0) ++j;
+    if (j - i > best_len) {
+      best_base = i;
+      best_len = j - i;
+    }
+    i = j;
+  }
+  if (best_len < 2) best_base = -1;
+  char text[48];
+  size_t n = 0;
+  text[n++] = '"';
+  for (int i = 0; i < 8; ++i) {
+    if (best_base >= 0 && i >= best_base && i < best_base + best_len) {
+      if (i == best_base) text[n++] = ':';
+      continue;
+    }
+    if (i > 0) text[n++] = ':';
+    // glibc's inet_ntop: "::a.b.c.d" for IPv4-compatible (six zero words)
+    // and "::ffff:a.b.c.d" for IPv4-mapped addresses.
+    if (i == 6 && best_base == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
+      n += format_ipv4(text + n, bytes + 12);
+      break;
+    }
+    bool started = false;
+    for (int shift = 12; shift >= 0; shift -= 4) {
+      const unsigned digit = (words[i] >> shift) & 0xF;
+      if (digit == 0 && !started && shift > 0) continue;
+      started = true;
+      text[n++] = kHexDigits[digit];
+    }
+  }
+  if (best_base >= 0 && best_base + best_len == 8) text[n++] = ':';
+  text[n++] = '"';
+  out.append(text, n);
+}
+
 void append_key(std::string& out, std::string_view key) {
   out.push_back('"');
   out.append(key);

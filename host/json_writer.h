@@ -25,6 +25,13 @@ void append_int_exact(std::string& out, int64_t value);
 // "0x" followed by lower-case hex digits, as a JSON string.
 void append_hex_string(std::string& out, uint64_t value);
 
+// IP addresses as JSON strings, exactly as inet_ntop(3) writes them (RFC
+// 5952 for IPv6: lower case, the longest run of two or more zero groups as
+// "::", IPv4-mapped and -compatible addresses with a dotted tail) but without
+// its printf machinery, which cost more than all the rest of an event.
+void append_ipv4_string(std::string& out, const unsigned char* bytes);
+void append_ipv6_string(std::string& out, const unsigned char* bytes);
+
 // Appends `"key":` (key is trusted, already valid: struct member names).
 void append_key(std::string& out, std::string_view key);
 

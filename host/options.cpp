@@ -26,6 +26,8 @@ cxxopts::Options make_parser() {
       ("list", "list the built-in programs")
       ("print-source", "print the source and flags handed to BCC, then exit")
       ("watch", "recompile and swap the probes when the program file changes")
+      ("record-raw", "also write every raw sample to FILE (for offline decoding)", cxxopts::value<std::string>(),
+       "FILE")
       ("L,sport", "local ports to trace: 80,443,8000-8100", cxxopts::value<std::string>(), "LIST")
       ("D,dport", "remote ports to trace (a LIST of ports); -D NAME[=VALUE] defines a macro instead",
        cxxopts::value<std::vector<std::string>>(), "LIST")
@@ -135,7 +137,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     }
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
                                "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
-                               "program-file", "list", "print-source", "watch"}) {
+                               "program-file", "list", "print-source", "watch", "record-raw"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
@@ -148,6 +150,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     if (parsed.count("program-file")) options.program_file = parsed["program-file"].as<std::string>();
     options.print_source = parsed.count("print-source") > 0;
     options.watch = parsed.count("watch") > 0;
+    if (parsed.count("record-raw")) options.record_raw = parsed["record-raw"].as<std::string>();
     if (parsed.count("kernel-headers")) options.kernel_headers = parsed["kernel-headers"].as<std::string>();
     if (parsed.count("sport")) {
       auto ports = PortSet::parse("--sport", parsed["sport"].as<std::string>());

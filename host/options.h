@@ -33,6 +33,7 @@ struct Options {
   bool print_source = false;                // --print-source
   bool list = false;                        // --list
   bool watch = false;                       // --watch
+  std::optional<std::string> record_raw;    // --record-raw FILE
   // Filter options given, by name without "--" (validated against what the
   // program honours once its source is read).
   std::vector<std::string> filters_given;

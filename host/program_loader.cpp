@@ -1,5 +1,7 @@
 #include "program_loader.h"
 
+#include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -165,11 +167,16 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
     }
   }
 
-  auto loaded = std::make_unique<LoadedProgram>(LoadedProgram{
-      std::move(plan), std::move(compiled->headers), std::move(compiled->program), {}, {}, {}, {}, {}});
+  auto loaded = std::make_unique<LoadedProgram>();
+  loaded->plan = std::move(plan);
+  const bcc::Program& program = compiled->program;
   const std::string& path = loaded->plan.source.path;
-  for (auto& table : loaded->program.output_tables()) {
+  for (auto& table : program.output_tables()) {
     if (table.name.rfind("tcptrace_layout_", 0) == 0) continue;
+    UniqueFd own(::fcntl(table.map_fd, F_DUPFD_CLOEXEC, 0));
+    if (!own.valid()) return runtime_error("cannot duplicate the fd of table '" + table.name + "'");
+    table.map_fd = own.get();
+    loaded->table_fds.push_back(std::move(own));
     loaded->tables.push_back(std::move(table));
   }
 
@@ -196,16 +203,20 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
     loaded->decoders.emplace_back(std::move(decoder).value());
   }
 
-  loaded->probes = attach_plan(loaded->program.functions());
+  loaded->probes = attach_plan(program.functions());
   if (loaded->probes.empty()) {
     return runtime_error(path + ": the program declares no probe (TRACEPOINT_PROBE, RAW_TRACEPOINT_PROBE, "
                                 "kprobe__fn, kretprobe__fn, KFUNC_PROBE, KRETFUNC_PROBE)");
   }
   for (const ProbeSpec& probe : loaded->probes) {
-    auto function = loaded->program.load(probe);
+    auto function = program.load(probe);
     if (!function) return std::move(function).take_error();
     loaded->functions.push_back(std::move(function).value());
   }
+  // Done with the compiler: destroy the module (LLVM's context, BCC's own
+  // table fds, the merged header tree) and hand the freed heap back.
+  { Compiled finished = std::move(compiled).value(); }
+  malloc_trim(0);
   return loaded;
 }
 

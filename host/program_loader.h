@@ -38,9 +38,8 @@ std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& h
 
 struct LoadedProgram {
   BuildPlan plan;
-  std::optional<MergedHeaderTree> headers;  // must outlive nothing but the compile; kept for clarity
-  bcc::Program program;
-  std::vector<bcc::OutputTable> tables;
+  std::vector<bcc::OutputTable> tables;  // map_fd: one of table_fds
+  std::vector<UniqueFd> table_fds;       // our own duplicates: valid after the module is gone
   std::vector<std::string> table_names;
   std::vector<std::optional<EventDecoder>> decoders;
   std::vector<ProbeSpec> probes;
@@ -50,6 +49,10 @@ struct LoadedProgram {
 // Compiles (twice when an event struct nests structs, to learn their
 // layout), builds the decoders and loads every probe through the verifier.
 // Compiler diagnostics are printed on stderr, pointing at the program file.
+// The compiled module (LLVM's context, BCC's tables) is dropped before this
+// returns: the loaded programs hold their maps in the kernel, and the output
+// tables are reached through duplicated fds, so the run keeps no compiler
+// memory.
 Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const HeaderChoice& headers,
                                                         const std::string& running_release, const WallClock& clock);
 

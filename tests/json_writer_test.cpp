@@ -377,3 +377,64 @@ TEST(JsonKey, QuotesAndAddsColon) {
 
 }  // namespace
 }  // namespace tcptrace::json
+
+#include <arpa/inet.h>
+
+#include <random>
+
+namespace tcptrace {
+namespace {
+
+std::string via_inet_ntop(int family, const unsigned char* bytes) {
+  char text[INET6_ADDRSTRLEN];
+  EXPECT_NE(inet_ntop(family, bytes, text, sizeof text), nullptr);
+  return "\"" + std::string(text) + "\"";
+}
+
+// The hand-written formatters must print exactly what inet_ntop prints.
+TEST(IpFormat, MatchesInetNtopOnEveryZeroPatternAndRandomAddresses) {
+  std::mt19937 random(12345);
+  std::vector<std::array<unsigned char, 16>> addresses;
+  // Every pattern of zero and non-zero words (runs, ties, edges), with
+  // random and small non-zero values.
+  for (unsigned mask = 0; mask < 256; ++mask) {
+    for (int variant = 0; variant < 3; ++variant) {
+      std::array<unsigned char, 16> a{};
+      for (int w = 0; w < 8; ++w) {
+        if (!(mask >> w & 1)) continue;
+        const unsigned value = variant == 0 ? 1 : variant == 1 ? 0xffff : (random() % 0xfffe) + 1;
+        a[2 * w] = static_cast<unsigned char>(value >> 8);
+        a[2 * w + 1] = static_cast<unsigned char>(value);
+      }
+      addresses.push_back(a);
+    }
+  }
+  // IPv4-mapped and -compatible forms.
+  for (int i = 0; i < 200; ++i) {
+    std::array<unsigned char, 16> a{};
+    for (int b = 12; b < 16; ++b) a[b] = static_cast<unsigned char>(random());
+    addresses.push_back(a);
+    a[10] = a[11] = 0xff;
+    addresses.push_back(a);
+  }
+  for (int i = 0; i < 2000; ++i) {
+    std::array<unsigned char, 16> a{};
+    for (auto& byte : a) byte = static_cast<unsigned char>(random() % 3 == 0 ? 0 : random());
+    addresses.push_back(a);
+  }
+  for (const auto& a : addresses) {
+    std::string out;
+    json::append_ipv6_string(out, a.data());
+    ASSERT_EQ(out, via_inet_ntop(AF_INET6, a.data()));
+  }
+  for (int i = 0; i < 5000; ++i) {
+    unsigned char v4[4];
+    for (auto& byte : v4) byte = static_cast<unsigned char>(i < 256 ? i : random());
+    std::string out;
+    json::append_ipv4_string(out, v4);
+    ASSERT_EQ(out, via_inet_ntop(AF_INET, v4));
+  }
+}
+
+}  // namespace
+}  // namespace tcptrace
