@@ -91,8 +91,8 @@ int main(int argc, char** argv) {
   close(listener);
   const long made = connections - failed;
   if (json) {
-    std::printf("{\"connections\":%ld,\"failed\":%ld,\"seconds\":%.3f,\"per_second\":%.0f}\n", made, failed, seconds,
-                made / seconds);
+    std::printf("{\"connections\":%ld,\"failed\":%ld,\"seconds\":%.3f,\"per_second\":%.0f,\"port\":%u}\n", made,
+                failed, seconds, made / seconds, ntohs(any.sin_port));
   } else {
     std::printf("%ld connections (%ld failed) in %.3f s: %.0f/s\n", made, failed, seconds, made / seconds);
   }
