@@ -32,6 +32,16 @@
 #define FILTER_NO_FAILURES 0
 #endif
 
+/* Output buffer kind, for programs that declare "tcptrace:buffers ringbuf
+ * perf": 1 = one BPF ring buffer of TCPTRACE_RINGBUF_PAGES pages (a power
+ * of two), 0 = per-CPU perf buffers. */
+#ifndef TCPTRACE_RINGBUF
+#define TCPTRACE_RINGBUF 0
+#endif
+#ifndef TCPTRACE_RINGBUF_PAGES
+#define TCPTRACE_RINGBUF_PAGES 64
+#endif
+
 /* A port set arrives as the case labels of a switch ("case 80: case 1000
  * ... 2000:"). clang lowers a switch to a balanced compare tree (BPF has no
  * jump tables), so a thousand ports cost about ten comparisons per event and

@@ -86,6 +86,7 @@ struct ActiveProgram {
   std::unique_ptr<bcc::OutputReader> reader;
   std::vector<std::unique_ptr<bcc::Attachment>> attachments;
   std::vector<uint64_t> misses_seen;  // recursion_misses per loaded function
+  std::vector<uint64_t> ring_drops_seen;  // tcptrace_lost per CPU
   uint64_t misses_total = 0;
 
   // Detaches, then delivers what the buffers still hold.
@@ -153,11 +154,30 @@ std::string attached_text(const ActiveProgram& active) {
   for (const auto& attachment : active.attachments) {
     probes += (probes.empty() ? "" : ", ") + describe(attachment->probe());
   }
-  const std::string method =
+  std::string method =
       loaded.plan.method ? " (attach: " + std::string(method_name(*loaded.plan.method)) + ")" : "";
+  if (loaded.plan.annotations.ring_buffer_capable) {
+    method += loaded.plan.ring_buffer ? " (ring buffer)" : " (perf buffers)";
+  }
   const size_t n = active.attachments.size();
   return "program " + loaded.plan.name + method + ", " + std::to_string(n) + " probe" + (n == 1 ? "" : "s") +
          " attached (" + probes + ")";
+}
+
+// Reports events a full ring buffer dropped since the last look, per CPU,
+// from the program's `tcptrace_lost` counters.
+void report_ring_buffer_drops(ActiveProgram& active, StdoutWriter& writer) {
+  if (!active.loaded->lost_counter.valid()) return;
+  const std::vector<uint64_t> now = bcc::read_percpu_u64(active.loaded->lost_counter.get());
+  active.ring_drops_seen.resize(now.size(), 0);
+  for (size_t cpu = 0; cpu < now.size(); ++cpu) {
+    if (now[cpu] <= active.ring_drops_seen[cpu]) continue;
+    const uint64_t lost = now[cpu] - active.ring_drops_seen[cpu];
+    active.ring_drops_seen[cpu] = now[cpu];
+    writer.add_lost(static_cast<int>(cpu), lost);
+    report("lost " + std::to_string(lost) + " events on CPU " + std::to_string(cpu) +
+           " (the ring buffer was full: the reader fell behind; a larger --buffer-pages helps)");
+  }
 }
 
 // Reports runs the kernel skipped since the last look (recursion_misses):
@@ -300,6 +320,7 @@ Status run(const Options& options) {
     if (monotonic_seconds() - last_slow_check < 0.5) continue;
     last_slow_check = monotonic_seconds();
     report_recursion_misses(*active);
+    report_ring_buffer_drops(*active, writer);
     if (writer.reader_closed()) break;
     if (!watch || !watch->changed()) continue;
 
@@ -330,6 +351,7 @@ Status run(const Options& options) {
       continue;
     }
     report_recursion_misses(*active);
+    report_ring_buffer_drops(*active, writer);
     retired_misses += active->misses_total;
     active = std::move(next).value();
     bcc::Program::release_compiler_memory();
@@ -341,6 +363,7 @@ Status run(const Options& options) {
   active->stop();
   writer.flush();
   report_recursion_misses(*active);
+  report_ring_buffer_drops(*active, writer);
   const uint64_t skipped = retired_misses + active->misses_total;
   active.reset();
   if (recorder) recorder->flush();

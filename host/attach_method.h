@@ -30,6 +30,7 @@ struct KernelCapabilities {
   MethodSupport kfunc;
   MethodSupport kprobe;
   MethodSupport tracepoint;
+  MethodSupport ring_buffer;  // BPF_MAP_TYPE_RINGBUF (Linux 5.8+)
   const MethodSupport& of(AttachMethod method) const;
 };
 

@@ -16,6 +16,9 @@
 #include <fstream>
 
 namespace tcptrace::bcc {
+
+size_t possible_cpu_count();
+
 namespace {
 
 // libbcc writes some messages to stdout with std::cout (loader.cc: "Unable to
@@ -177,6 +180,8 @@ class LinkAttachment final : public Attachment {
 
 class BufferReader final : public OutputReader {
  public:
+  static constexpr int kWakeupEvents = 32;
+
   BufferReader(EventSink& sink) : sink_(sink) {}
   ~BufferReader() override {
     for (auto* reader : perf_readers_) perf_reader_free(reader);
@@ -187,8 +192,15 @@ class BufferReader final : public OutputReader {
     for (int cpu : online_cpus()) {
       cookies_.push_back(std::make_unique<Cookie>(Cookie{this, index, cpu}));
       Cookie* cookie = cookies_.back().get();
-      void* reader = bpf_open_perf_buffer(&BufferReader::on_perf_sample, &BufferReader::on_perf_lost,
-                                          cookie, -1, cpu, pages);
+      // The kernel wakes the reader only every kWakeupEvents samples on a
+      // CPU (perf_event_attr.wakeup_events) instead of at every one; the
+      // 100 ms poll timeout bounds how long a lone event waits.
+      bcc_perf_buffer_opts opts{};
+      opts.pid = -1;
+      opts.cpu = cpu;
+      opts.wakeup_events = kWakeupEvents;
+      void* reader = bpf_open_perf_buffer_opts(&BufferReader::on_perf_sample, &BufferReader::on_perf_lost, cookie,
+                                               pages, &opts);
       if (reader == nullptr) {
         return runtime_error("cannot open a perf buffer for table '" + table.name + "' on CPU " +
                              std::to_string(cpu) + ": " + errno_text(errno));
@@ -225,6 +237,9 @@ class BufferReader final : public OutputReader {
       const int wait = ring_ != nullptr ? timeout_ms / 2 : timeout_ms;
       int rc = perf_reader_poll(static_cast<int>(perf_readers_.size()), perf_readers_.data(), wait);
       if (rc < 0 && errno != EINTR) return false;
+      // With wakeup_events > 1 a buffer holding fewer samples never becomes
+      // readable: read every buffer once per poll, woken or not.
+      perf_reader_consume(static_cast<int>(perf_readers_.size()), perf_readers_.data());
     }
     if (ring_ != nullptr) {
       const int wait = perf_readers_.empty() ? timeout_ms : timeout_ms / 2;
@@ -331,6 +346,8 @@ std::vector<OutputTable> Program::output_tables() const {
   }
   return tables;
 }
+
+int Program::table_fd(const std::string& name) const { return bpf_table_fd(module_, name.c_str()); }
 
 bool Program::has_table(const std::string& name) const {
   return bpf_table_fd(module_, name.c_str()) >= 0;
@@ -457,6 +474,24 @@ Result<std::unique_ptr<OutputReader>> OutputReader::open(const std::vector<Outpu
     if (!status) return std::move(status).take_error();
   }
   return std::unique_ptr<OutputReader>(std::move(reader));
+}
+
+std::vector<uint64_t> read_percpu_u64(int map_fd) {
+  // Per-CPU values come back for every possible CPU, each 8-byte aligned.
+  const size_t cpus = possible_cpu_count();
+  std::vector<uint64_t> values(cpus, 0);
+  uint32_t key = 0;
+  if (bpf_lookup_elem(map_fd, &key, values.data()) != 0) values.assign(cpus, 0);
+  return values;
+}
+
+size_t possible_cpu_count() {
+  std::ifstream file("/sys/devices/system/cpu/possible");
+  std::string text;
+  std::getline(file, text);  // "0-3" or "0"
+  const size_t dash = text.find('-');
+  const int last = std::atoi(text.c_str() + (dash == std::string::npos ? 0 : dash + 1));
+  return static_cast<size_t>(last + 1);
 }
 
 std::vector<int> online_cpus() {

@@ -52,6 +52,7 @@ class Program {
   // for what the program submits to it (empty when it submits nothing).
   std::vector<OutputTable> output_tables() const;
   bool has_table(const std::string& name) const;
+  int table_fd(const std::string& name) const;
   // BCC's JSON description of a map's value type (nested structs, padding).
   std::optional<std::string> table_value_description(const std::string& name) const;
 
@@ -124,5 +125,8 @@ class OutputReader {
 
 // The online CPUs (/sys/devices/system/cpu/online).
 std::vector<int> online_cpus();
+
+// Entry 0 of a per-CPU array of u64, one value per possible CPU.
+std::vector<uint64_t> read_percpu_u64(int map_fd);
 
 }  // namespace tcptrace::bcc

@@ -75,13 +75,23 @@ MethodSupport probe_kfunc() {
   return {true, ""};
 }
 
+// Ring buffers (Linux 5.8+): creating a one-page one answers.
+MethodSupport probe_ring_buffer() {
+  UniqueFd map(bpf_map_create(BPF_MAP_TYPE_RINGBUF, "tcptrace_probe", 0, 0, 4096, nullptr));
+  if (map.valid()) return {true, ""};
+  return {false, std::string("this kernel cannot create BPF ring buffers (") + std::strerror(errno) + ")"};
+}
+
 }  // namespace
+
+MethodSupport probe_ring_buffer_support() { return probe_ring_buffer(); }
 
 KernelCapabilities probe_kernel_capabilities() {
   KernelCapabilities caps;
   caps.tracepoint = probe_tracepoints();
   caps.kprobe = probe_kprobes();
   caps.kfunc = probe_kfunc();
+  caps.ring_buffer = probe_ring_buffer();
   return caps;
 }
 

@@ -10,4 +10,7 @@ namespace tcptrace {
 // Must run after tracefs is mounted (system_checks.h: ensure_tracefs).
 KernelCapabilities probe_kernel_capabilities();
 
+// Only the ring buffer test (cheap: no program is loaded).
+MethodSupport probe_ring_buffer_support();
+
 }  // namespace tcptrace

@@ -42,7 +42,8 @@ cxxopts::Options make_parser() {
       ("duration", "stop after SECONDS", cxxopts::value<std::string>(), "SECONDS")
       ("count", "stop after N events", cxxopts::value<std::string>(), "N")
       ("kernel-headers", "kernel header tree to compile against", cxxopts::value<std::string>(), "DIR")
-      ("buffer-pages", "perf buffer pages per CPU (power of two, default 64)",
+      ("buffer", "output buffers: auto, ringbuf or perf", cxxopts::value<std::string>(), "KIND")
+      ("buffer-pages", "buffer pages per CPU (power of two, default 64)",
        cxxopts::value<std::string>(), "N")
       ("h,help", "print this help")
       ("version", "print the version");
@@ -137,7 +138,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     }
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
                                "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
-                               "program-file", "list", "print-source", "watch", "record-raw"}) {
+                               "program-file", "list", "print-source", "watch", "record-raw", "buffer"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
@@ -192,6 +193,18 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       }
     }
     options.check = parsed.count("check") > 0;
+    if (parsed.count("buffer")) {
+      const std::string text = parsed["buffer"].as<std::string>();
+      if (text == "auto") {
+        options.buffer = Options::Buffer::automatic;
+      } else if (text == "ringbuf") {
+        options.buffer = Options::Buffer::ring;
+      } else if (text == "perf") {
+        options.buffer = Options::Buffer::perf;
+      } else {
+        return usage_error("--buffer: '" + text + "' is not one of auto, ringbuf, perf");
+      }
+    }
     const bool v4 = parsed.count("ipv4") > 0;
     const bool v6 = parsed.count("ipv6") > 0;
     if (v4 && v6) return usage_error("-4 and -6 exclude each other (give neither to trace both)");

@@ -28,6 +28,7 @@ struct Options {
   std::optional<uint64_t> count;            // --count
   std::optional<std::string> kernel_headers;  // --kernel-headers DIR
   int buffer_pages = 64;                    // --buffer-pages, per CPU
+  enum class Buffer { automatic, perf, ring } buffer = Buffer::automatic;  // --buffer
   std::optional<AttachMethod> attach;       // --attach; nullopt = auto
   bool check = false;                       // --check: compile + load only
   bool print_source = false;                // --print-source

@@ -65,6 +65,16 @@ Result<ProgramAnnotations> parse_program_annotations(std::string_view source) {
     return {};
   });
   if (!attach) return std::move(attach).take_error();
+  Status buffers = for_each_word_after(source, "tcptrace:buffers", [&](std::string_view word, size_t line) -> Status {
+    if (word == "ringbuf") {
+      annotations.ring_buffer_capable = true;
+    } else if (word != "perf") {
+      return runtime_error("line " + std::to_string(line) + ": unknown buffer kind '" + std::string(word) +
+                           "' (known: ringbuf, perf)");
+    }
+    return {};
+  });
+  if (!buffers) return std::move(buffers).take_error();
   Status filters = for_each_word_after(source, "tcptrace:filters", [&](std::string_view word, size_t line) -> Status {
     const auto& known = known_filter_names();
     if (std::find(known.begin(), known.end(), word) == known.end()) {

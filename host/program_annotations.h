@@ -7,6 +7,11 @@
 //       preference; the host defines TCPTRACE_ATTACH_<METHOD>=1 for the one
 //       it picks (--attach). Without this line the program's probes are
 //       attached as declared.
+//   // tcptrace:buffers ringbuf perf
+//       The program can write to a ring buffer or to perf buffers; the host
+//       defines TCPTRACE_RINGBUF=1 (and TCPTRACE_RINGBUF_PAGES) for the
+//       ring buffer (--buffer). A program that counts the events a full ring
+//       buffer dropped in a per-CPU array `tcptrace_lost` has them reported.
 //   // tcptrace:filters sport dport family pid min-us no-failures
 //       The filter options the program honours (filters/tcptrace_filter.h);
 //       giving any other filter option is a usage error rather than a filter
@@ -25,6 +30,7 @@ namespace tcptrace {
 struct ProgramAnnotations {
   std::vector<AttachMethod> attach_methods;  // empty: no variants
   std::vector<std::string> filters;          // option names without "--"
+  bool ring_buffer_capable = false;          // tcptrace:buffers lists ringbuf
   bool honours(std::string_view filter) const;
 };
 

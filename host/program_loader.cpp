@@ -117,6 +117,33 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
   } else if (options.attach) {
     return usage_error("--attach: program " + plan.name + " has no attach variants (no 'tcptrace:attach' line)");
   }
+
+  // Output buffers: a ring buffer when the program can use one and the
+  // kernel has them (auto), or as asked.
+  if (plan.annotations.ring_buffer_capable) {
+    const bool verify_only = options.check || options.print_source;
+    if (options.buffer == Options::Buffer::ring && !verify_only) {
+      const MethodSupport ring = probe_ring_buffer_support();
+      if (!ring.available) return runtime_error("--buffer ringbuf: " + ring.reason);
+      plan.ring_buffer = true;
+    } else if (options.buffer == Options::Buffer::automatic) {
+      plan.ring_buffer = probe_ring_buffer_support().available;
+    } else {
+      plan.ring_buffer = options.buffer == Options::Buffer::ring;
+    }
+    if (plan.ring_buffer) {
+      // One buffer for all CPUs: as many pages as the per-CPU perf buffers
+      // would have had together, rounded up to a power of two.
+      size_t pages = 1;
+      const size_t wanted = static_cast<size_t>(options.buffer_pages) * bcc::online_cpus().size();
+      while (pages < wanted) pages <<= 1;
+      plan.cflags.push_back("-DTCPTRACE_RINGBUF=1");
+      plan.cflags.push_back("-DTCPTRACE_RINGBUF_PAGES=" + std::to_string(pages));
+    }
+  } else if (options.buffer == Options::Buffer::ring) {
+    return usage_error("--buffer ringbuf: program " + plan.name +
+                       " has no ring buffer variant (no 'tcptrace:buffers ringbuf' line)");
+  }
   return plan;
 }
 
@@ -171,6 +198,9 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
   loaded->plan = std::move(plan);
   const bcc::Program& program = compiled->program;
   const std::string& path = loaded->plan.source.path;
+  if (program.has_table("tcptrace_lost")) {
+    loaded->lost_counter = UniqueFd(::fcntl(program.table_fd("tcptrace_lost"), F_DUPFD_CLOEXEC, 0));
+  }
   for (auto& table : program.output_tables()) {
     if (table.name.rfind("tcptrace_layout_", 0) == 0) continue;
     UniqueFd own(::fcntl(table.map_fd, F_DUPFD_CLOEXEC, 0));

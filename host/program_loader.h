@@ -27,6 +27,7 @@ struct BuildPlan {
   ProgramAnnotations annotations;
   std::vector<std::string> cflags;
   std::optional<AttachMethod> method;
+  bool ring_buffer = false;  // TCPTRACE_RINGBUF chosen
 };
 
 // Reads what the program declares, checks the filter options against it,
@@ -40,6 +41,7 @@ struct LoadedProgram {
   BuildPlan plan;
   std::vector<bcc::OutputTable> tables;  // map_fd: one of table_fds
   std::vector<UniqueFd> table_fds;       // our own duplicates: valid after the module is gone
+  UniqueFd lost_counter;                 // per-CPU u64 array `tcptrace_lost`, if the program has one
   std::vector<std::string> table_names;
   std::vector<std::optional<EventDecoder>> decoders;
   std::vector<ProbeSpec> probes;

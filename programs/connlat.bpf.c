@@ -24,6 +24,7 @@
  * report them (see README).
  *
  * tcptrace:attach kfunc kprobe tracepoint
+ * tcptrace:buffers ringbuf perf
  * tcptrace:filters sport dport family pid min-us no-failures
  * tcptrace:format saddr=ip(family) daddr=ip(family) outcome=enum(established,refused,timeout,unreachable,reset,failed)
  */
@@ -79,6 +80,34 @@ struct event {
     s32 errno;
 };
 
+/* Output: a ring buffer where the kernel has them (Linux 5.8+; one buffer
+ * shared by all CPUs keeps every socket's events in order and wakes the
+ * reader only when it has caught up), per-CPU perf buffers otherwise. The
+ * host picks with TCPTRACE_RINGBUF (--buffer). A full ring buffer drops the
+ * event; the drops are counted in tcptrace_lost, which the host reports as
+ * lost events. (BCC rewrites map calls only in the program's own file, so
+ * this helper cannot live in a shared header.) */
+#if TCPTRACE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, TCPTRACE_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline void submit_event(void *ctx, struct event *e)
+{
+#if TCPTRACE_RINGBUF
+    if (events.ringbuf_output(e, sizeof(*e), 0) != 0) {
+        u32 zero = 0;
+        u64 *lost = tcptrace_lost.lookup(&zero);
+        if (lost)
+            *lost += 1;
+    }
+#else
+    events.perf_submit(ctx, e, sizeof(*e));
+#endif
+}
+
 /* Who called connect(), and when. */
 struct connect_start {
     u64 ts_ns;
@@ -87,7 +116,6 @@ struct connect_start {
 };
 
 BPF_TABLE("lru_hash", u64, struct connect_start, connects, 65536);
-BPF_PERF_OUTPUT(events);
 
 static __always_inline u8 outcome_of(s32 error)
 {
@@ -194,7 +222,7 @@ static __always_inline int on_segment(void *ctx, struct sock *sk, struct sk_buff
     __builtin_memset(&e, 0, sizeof(e));
     read_socket(&e, sk);
     if (finish_event(&e, start, bpf_ktime_get_ns(), error != 0, error))
-        events.perf_submit(ctx, &e, sizeof(e));
+        submit_event(ctx, &e);
     connects.delete(&skaddr);
     return 0;
 }
@@ -269,7 +297,7 @@ BPF_PERCPU_ARRAY(recent_errors, struct recent_error, 1);
 static __always_inline void send_pending(void *ctx, struct pending_failure *pending)
 {
     if (!FILTER_NO_FAILURES)
-        events.perf_submit(ctx, &pending->e, sizeof(pending->e));
+        submit_event(ctx, &pending->e);
     pending->waiting = 0;
 }
 
@@ -316,7 +344,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 
     if (newstate == CONNLAT_TCP_ESTABLISHED) {
         if (finish_event(&e, start, now, 0, 0))
-            events.perf_submit(args, &e, sizeof(e));
+            submit_event(args, &e);
         connects.delete(&skaddr);
         return 0;
     }
@@ -334,7 +362,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (!wanted)
         return 0;
     if (error != 0) {
-        events.perf_submit(args, &e, sizeof(e));
+        submit_event(args, &e);
     } else if (pending) {
         pending->e = e;
         pending->waiting = 1;

@@ -17,6 +17,7 @@
  * timestamp in one map entry. Only sockets that predate the tracer fall back
  * to the current task.
  *
+ * tcptrace:buffers ringbuf perf
  * tcptrace:filters sport dport family pid
  * tcptrace:format skaddr=hex saddr=ip(family) daddr=ip(family) oldstate=tcp_state newstate=tcp_state
  */
@@ -48,6 +49,34 @@ struct event {
     u64 delta_us;
 };
 
+/* Output: a ring buffer where the kernel has them (Linux 5.8+; one buffer
+ * shared by all CPUs keeps every socket's events in order and wakes the
+ * reader only when it has caught up), per-CPU perf buffers otherwise. The
+ * host picks with TCPTRACE_RINGBUF (--buffer). A full ring buffer drops the
+ * event; the drops are counted in tcptrace_lost, which the host reports as
+ * lost events. (BCC rewrites map calls only in the program's own file, so
+ * this helper cannot live in a shared header.) */
+#if TCPTRACE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, TCPTRACE_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline void submit_event(void *ctx, struct event *e)
+{
+#if TCPTRACE_RINGBUF
+    if (events.ringbuf_output(e, sizeof(*e), 0) != 0) {
+        u32 zero = 0;
+        u64 *lost = tcptrace_lost.lookup(&zero);
+        if (lost)
+            *lost += 1;
+    }
+#else
+    events.perf_submit(ctx, e, sizeof(*e));
+#endif
+}
+
 struct owner {
     u32 pid;
     char comm[16];
@@ -64,7 +93,6 @@ struct socket_record {
 BPF_TABLE("lru_hash", u64, struct socket_record, sockets, 65536);
 /* Owner of each listening port, learnt in listen(). */
 BPF_TABLE("lru_hash", u16, struct owner, listeners, 4096);
-BPF_PERF_OUTPUT(events);
 
 static __always_inline void current_owner(struct owner *owner)
 {
@@ -155,6 +183,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         __builtin_memcpy(&e.saddr, args->saddr_v6, 16);
         __builtin_memcpy(&e.daddr, args->daddr_v6, 16);
     }
-    events.perf_submit(args, &e, sizeof(e));
+    submit_event(args, &e);
     return 0;
 }

@@ -120,6 +120,18 @@ TEST(ProgramAnnotations, UnknownWordsNameTheLine) {
   EXPECT_NE(bad_filter.error().message.find("line 1: unknown filter 'cgroup'"), std::string::npos);
 }
 
+TEST(ProgramAnnotations, Buffers) {
+  auto both = parse_program_annotations("// tcptrace:buffers ringbuf perf\n");
+  ASSERT_TRUE(both);
+  EXPECT_TRUE(both->ring_buffer_capable);
+  auto perf_only = parse_program_annotations("// tcptrace:buffers perf\n");
+  ASSERT_TRUE(perf_only);
+  EXPECT_FALSE(perf_only->ring_buffer_capable);
+  auto bad = parse_program_annotations("// tcptrace:buffers shm\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("unknown buffer kind 'shm'"), std::string::npos);
+}
+
 TEST(ProgramAnnotations, MarkerMustStandAlone) {
   auto parsed = parse_program_annotations("// tcptrace:attachments are nice\n");
   ASSERT_TRUE(parsed);

@@ -140,9 +140,11 @@ Trace trace_exchange(int family, std::vector<std::string> options, int connectio
   return trace;
 }
 
-TEST(States, LinkedChainsWithOwnerOnBothSidesIPv4) {
-  TCPTRACE_REQUIRE_PRIVILEGES();
-  const Trace trace = trace_exchange(AF_INET, {}, 3);
+void expect_linked_chains_with_owner(const std::vector<std::string>& options) {
+  const Trace trace = trace_exchange(AF_INET, options, 3);
+  if (std::find(options.begin(), options.end(), "perf") != options.end()) {
+    EXPECT_NE(trace.stderr_text.find("(perf buffers)"), std::string::npos) << trace.stderr_text;
+  }
   ASSERT_FALSE(trace.events.empty()) << trace.stderr_text;
   const pid_t me = getpid();
   const std::string comm = own_comm();
@@ -199,6 +201,18 @@ TEST(States, LinkedChainsWithOwnerOnBothSidesIPv4) {
   EXPECT_EQ(listeners, 1);
   EXPECT_EQ(accepted, 3);
   EXPECT_EQ(connecting, 3);
+}
+
+TEST(States, LinkedChainsWithOwnerOnBothSidesIPv4) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  expect_linked_chains_with_owner({});
+}
+
+// The same through per-CPU perf buffers (where the kernel has ring buffers
+// they are the default).
+TEST(States, LinkedChainsThroughPerfBuffers) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  expect_linked_chains_with_owner({"--buffer", "perf"});
 }
 
 TEST(States, Ipv6OnlyOnLoopback) {
