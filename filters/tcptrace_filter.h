@@ -41,6 +41,9 @@
 #ifndef TCPTRACE_RINGBUF_PAGES
 #define TCPTRACE_RINGBUF_PAGES 64
 #endif
+#ifndef TCPTRACE_WAKEUP_EVERY
+#define TCPTRACE_WAKEUP_EVERY 32
+#endif
 
 /* A port set arrives as the case labels of a switch ("case 80: case 1000
  * ... 2000:"). clang lowers a switch to a balanced compare tree (BPF has no

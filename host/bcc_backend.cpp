@@ -245,6 +245,9 @@ class BufferReader final : public OutputReader {
       const int wait = perf_readers_.empty() ? timeout_ms : timeout_ms / 2;
       int rc = bpf_poll_ringbuf(ring_, wait);
       if (rc < 0 && rc != -EINTR) return false;
+      // Programs may submit without waking the reader (BPF_RB_NO_WAKEUP,
+      // to batch wake-ups): read what is there even when nobody woke us.
+      bpf_consume_ringbuf(ring_);
     }
     return true;
   }

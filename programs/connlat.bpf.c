@@ -90,6 +90,10 @@ struct event {
 #if TCPTRACE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, TCPTRACE_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
+/* Wake-up batching: the reader is woken for every TCPTRACE_WAKEUP_EVERY-th
+ * event of a CPU (BPF_RB_FORCE_WAKEUP) and not for the others
+ * (BPF_RB_NO_WAKEUP); it polls every 100 ms anyway, which bounds the wait. */
+BPF_PERCPU_ARRAY(tcptrace_unannounced, u32, 1);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
@@ -97,8 +101,14 @@ BPF_PERF_OUTPUT(events);
 static __always_inline void submit_event(void *ctx, struct event *e)
 {
 #if TCPTRACE_RINGBUF
-    if (events.ringbuf_output(e, sizeof(*e), 0) != 0) {
-        u32 zero = 0;
+    u32 zero = 0;
+    u64 flags = BPF_RB_NO_WAKEUP;
+    u32 *unannounced = tcptrace_unannounced.lookup(&zero);
+    if (unannounced && ++*unannounced >= TCPTRACE_WAKEUP_EVERY) {
+        *unannounced = 0;
+        flags = BPF_RB_FORCE_WAKEUP;
+    }
+    if (events.ringbuf_output(e, sizeof(*e), flags) != 0) {
         u64 *lost = tcptrace_lost.lookup(&zero);
         if (lost)
             *lost += 1;
