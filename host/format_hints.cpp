@@ -1,5 +1,7 @@
 #include "format_hints.h"
 
+#include "annotation_lines.h"
+
 #include <array>
 #include <cerrno>
 #include <utility>
@@ -90,34 +92,13 @@ Result<FormatHint> parse_token(std::string_view token, std::string_view where) {
 
 Result<std::vector<FormatHint>> parse_format_hints(std::string_view source) {
   std::vector<FormatHint> hints;
-  size_t line_start = 0;
-  size_t line_number = 1;
-  while (line_start < source.size()) {
-    size_t line_end = source.find('\n', line_start);
-    if (line_end == std::string_view::npos) line_end = source.size();
-    std::string_view line = source.substr(line_start, line_end - line_start);
-    const size_t marker = line.find(kFormatHintMarker);
-    if (marker != std::string_view::npos) {
-      std::string_view rest = line.substr(marker + kFormatHintMarker.size());
-      // A one-line block comment ends the list: /* tcptrace:... */
-      if (const size_t close = rest.find("*/"); close != std::string_view::npos) rest = rest.substr(0, close);
-      const std::string where = "line " + std::to_string(line_number);
-      size_t i = 0;
-      while (i < rest.size()) {
-        while (i < rest.size() && (rest[i] == ' ' || rest[i] == '\t')) ++i;
-        size_t j = i;
-        while (j < rest.size() && rest[j] != ' ' && rest[j] != '\t' && rest[j] != '\r') ++j;
-        if (j > i) {
-          auto hint = parse_token(rest.substr(i, j - i), where);
-          if (!hint) return std::move(hint).take_error();
-          hints.push_back(std::move(hint).value());
-        }
-        i = j + 1;
-      }
-    }
-    line_start = line_end + 1;
-    ++line_number;
-  }
+  Status status = for_each_annotation_word(source, kFormatHintMarker, [&](std::string_view token, size_t line) {
+    auto hint = parse_token(token, "line " + std::to_string(line));
+    if (!hint) return Status(std::move(hint).take_error());
+    hints.push_back(std::move(hint).value());
+    return Status();
+  });
+  if (!status) return std::move(status).take_error();
   return hints;
 }
 

@@ -27,12 +27,7 @@ const std::set<std::string> kConnlatFields = {"time",  "ts_us",      "pid",     
 std::unique_ptr<ToolProcess> start_connlat(std::vector<std::string> extra) {
   std::vector<std::string> args = {"--program", "connlat"};
   args.insert(args.end(), extra.begin(), extra.end());
-  auto tool = std::make_unique<ToolProcess>(args);
-  if (!tool->wait_for_stderr("ready", 120s)) {
-    ADD_FAILURE() << "tool did not become ready; stderr:\n" << tool->stderr_text();
-    return nullptr;
-  }
-  return tool;
+  return start_ready(std::move(args));
 }
 
 std::vector<json> stop_and_collect(ToolProcess& tool) {

@@ -33,12 +33,7 @@ std::string read_text(const std::string& path) {
 std::unique_ptr<ToolProcess> start_file(const std::string& path, std::vector<std::string> extra = {}) {
   std::vector<std::string> args = {"--program-file", path};
   args.insert(args.end(), extra.begin(), extra.end());
-  auto tool = std::make_unique<ToolProcess>(args);
-  if (!tool->wait_for_stderr("ready", 120s)) {
-    ADD_FAILURE() << "tool did not become ready; stderr:\n" << tool->stderr_text();
-    return nullptr;
-  }
-  return tool;
+  return start_ready(std::move(args));
 }
 
 // Connects to a fresh loopback listener; returns {client fd, port}.

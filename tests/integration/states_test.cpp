@@ -28,12 +28,7 @@ const std::set<std::string> kStatesFields = {"time",   "ts_us",  "skaddr", "pid"
 std::unique_ptr<ToolProcess> start_states(std::vector<std::string> extra) {
   std::vector<std::string> args = {"--program", "states"};
   args.insert(args.end(), extra.begin(), extra.end());
-  auto tool = std::make_unique<ToolProcess>(args);
-  if (!tool->wait_for_stderr("ready", 120s)) {
-    ADD_FAILURE() << "tool did not become ready; stderr:\n" << tool->stderr_text();
-    return nullptr;
-  }
-  return tool;
+  return start_ready(std::move(args));
 }
 
 // Events grouped per socket, in arrival order. The kernel reuses a freed

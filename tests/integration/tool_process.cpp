@@ -180,6 +180,15 @@ std::vector<nlohmann::json> ToolProcess::events() {
   return events;
 }
 
+std::unique_ptr<ToolProcess> start_ready(std::vector<std::string> args) {
+  auto tool = std::make_unique<ToolProcess>(std::move(args));
+  if (!tool->wait_for_stderr("ready", std::chrono::seconds(120))) {
+    ADD_FAILURE() << "tool did not become ready; stderr:\n" << tool->stderr_text();
+    return nullptr;
+  }
+  return tool;
+}
+
 std::string tool_binary() { return TCPTRACE_BINARY; }
 
 bool running_in_ci() {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -62,6 +63,10 @@ class ToolProcess {
   std::thread stdout_reader_;
   std::thread stderr_reader_;
 };
+
+// Starts the tool with `args` and waits (up to two minutes: it compiles) for
+// its "ready" line; nullptr, with the test failed, when it does not come.
+std::unique_ptr<ToolProcess> start_ready(std::vector<std::string> args);
 
 // The tool binary and the source tree, as built.
 std::string tool_binary();
