@@ -63,14 +63,7 @@ double monotonic_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
-void write_stdout(const std::string& text) {
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(STDOUT_FILENO, text.data() + done, text.size() - done);
-    if (n <= 0) return;
-    done += static_cast<size_t>(n);
-  }
-}
+void write_stdout(const std::string& text) { write_all(STDOUT_FILENO, text); }
 
 Result<ProgramSource> read_source(const Options& options, const ProgramLocations& where) {
   if (options.program_file) return read_program_file(*options.program_file);

@@ -12,13 +12,19 @@ void report(std::string_view line) {
   text.append(line);
   text.push_back('\n');
   // One write() per line so lines from concurrent writers never interleave.
+  write_all(STDERR_FILENO, text);
+}
+
+int write_all(int fd, std::string_view bytes) {
   size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(STDERR_FILENO, text.data() + done, text.size() - done);
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
+    if (n < 0) return errno;
+    if (n == 0) return EIO;
     done += static_cast<size_t>(n);
   }
+  return 0;
 }
 
 }  // namespace tcptrace

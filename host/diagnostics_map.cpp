@@ -52,9 +52,9 @@ std::string map_diagnostics_to_source(std::string_view diagnostics, std::string_
     }
     size_t real = 0;
     // The snippet clang echoes is the next line, unless the next line is
-    // another location.
+    // another diagnostic.
     const bool has_snippet = i + 1 < lines.size() && lines[i + 1].find(kVirtualMain) == std::string_view::npos &&
-                             (i + 1 >= lines.size() || lines[i + 1].find(": note: ") == std::string_view::npos);
+                             lines[i + 1].find(": note: ") == std::string_view::npos;
     if (has_snippet && reported >= 1) {
       const std::string_view snippet = lines[i + 1];
       // Candidates at or above the reported line; the one whose shift is

@@ -25,17 +25,12 @@ void StdoutWriter::add_lost(int cpu, uint64_t count) {
 }
 
 bool StdoutWriter::flush() {
-  size_t done = 0;
-  while (done < buffer_.size() && !reader_gone_) {
-    ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      // EPIPE: `| head` has read enough. Any other error ends output too.
-      if (errno != EPIPE) report(std::string("cannot write events: ") + std::strerror(errno));
+  if (!reader_gone_ && !buffer_.empty()) {
+    // EPIPE: `| head` has read enough. Any other error ends output too.
+    if (const int err = write_all(fd_, buffer_); err != 0) {
+      if (err != EPIPE) report(std::string("cannot write events: ") + std::strerror(err));
       reader_gone_ = true;
-      break;
     }
-    done += static_cast<size_t>(n);
   }
   buffer_.clear();
   return !reader_gone_;
@@ -58,12 +53,9 @@ void RawRecorder::record(size_t table_index, const void* data, size_t size) {
 }
 
 void RawRecorder::flush() {
-  size_t done = 0;
-  while (done < buffer_.size()) {
-    ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
+  if (const int err = write_all(fd_, buffer_); err != 0 && !failed_) {
+    report(std::string("--record-raw: cannot write: ") + std::strerror(err));
+    failed_ = true;
   }
   buffer_.clear();
 }

@@ -71,6 +71,7 @@ class RawRecorder {
  private:
   int fd_;
   std::string buffer_;
+  bool failed_ = false;  // reported once
 };
 
 class EventOutput final : public bcc::EventSink {

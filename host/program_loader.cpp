@@ -1,6 +1,7 @@
 #include "program_loader.h"
 
 #include <fcntl.h>
+#include <functional>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -27,9 +28,7 @@ bool blames_the_program(const std::string& diagnostics) {
 
 void print_diagnostics(const std::string& diagnostics, const ProgramSource& source) {
   const std::string mapped = map_diagnostics_to_source(diagnostics, source.text, source.path);
-  if (mapped.empty()) return;
-  ssize_t ignored = ::write(STDERR_FILENO, mapped.data(), mapped.size());
-  (void)ignored;
+  write_all(STDERR_FILENO, mapped);
 }
 
 struct Compiled {
