@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "json_writer.h"
@@ -29,91 +30,117 @@ int64_t read_signed(const unsigned char* p, size_t size) {
 }
 
 // 128-bit integers in decimal, as strings (no JSON consumer holds them).
-void append_u128(std::string& out, unsigned __int128 value) {
+constexpr size_t kMaxInt128StringChars = 2 + 40;  // quotes, sign, 39 digits
+
+char* write_u128_digits(char* p, unsigned __int128 value) {
   char digits[40];
   size_t n = 0;
   do {
     digits[n++] = static_cast<char>('0' + static_cast<int>(value % 10));
     value /= 10;
   } while (value != 0);
-  out.push_back('"');
-  while (n > 0) out.push_back(digits[--n]);
-  out.push_back('"');
+  while (n > 0) *p++ = digits[--n];
+  return p;
 }
 
-void append_by_type(std::string& out, const FieldLayout& field, const unsigned char* p);
+char* write_by_type(char* p, const FieldLayout& field, const unsigned char* data);
 
 // A nested struct, by type, as a JSON object.
-void append_record(std::string& out, const EventLayout& layout, const unsigned char* p) {
-  out.push_back('{');
+char* write_record(char* p, const EventLayout& layout, const unsigned char* data) {
+  *p++ = '{';
   bool first = true;
   for (const FieldLayout& member : layout.fields) {
-    if (!first) out.push_back(',');
+    if (!first) *p++ = ',';
     first = false;
-    json::append_key(out, member.name);
-    append_by_type(out, member, p + member.offset);
+    p = json::write_key(p, member.name);
+    p = write_by_type(p, member, data + member.offset);
   }
-  out.push_back('}');
+  *p++ = '}';
+  return p;
 }
 
-void append_scalar(std::string& out, const FieldLayout& field, const unsigned char* p) {
+char* write_scalar(char* p, const FieldLayout& field, const unsigned char* data) {
   switch (field.kind) {
     case ScalarKind::record:
-      append_record(out, *field.record, p);
-      return;
-    case ScalarKind::boolean:
-      out.append(p[0] ? "true" : "false");
-      return;
+      return write_record(p, *field.record, data);
+    case ScalarKind::boolean: {
+      const std::string_view text = data[0] ? "true" : "false";
+      std::memcpy(p, text.data(), text.size());
+      return p + text.size();
+    }
     case ScalarKind::pointer:
-      json::append_hex_string(out, read_unsigned(p, 8));
-      return;
+      return json::write_hex_string(p, read_unsigned(data, 8));
     case ScalarKind::character:
     case ScalarKind::signed_int:
       if (field.element_size == 16) {
         __int128 v;
-        std::memcpy(&v, p, 16);
+        std::memcpy(&v, data, 16);
+        *p++ = '"';
         if (v < 0) {
-          out.append("\"-");
-          std::string digits;
-          append_u128(digits, static_cast<unsigned __int128>(-(v + 1)) + 1);
-          out.append(digits, 1, std::string::npos);
+          *p++ = '-';
+          p = write_u128_digits(p, static_cast<unsigned __int128>(-(v + 1)) + 1);
         } else {
-          append_u128(out, static_cast<unsigned __int128>(v));
+          p = write_u128_digits(p, static_cast<unsigned __int128>(v));
         }
-        return;
+        *p++ = '"';
+        return p;
       }
-      json::append_int_exact(out, read_signed(p, field.element_size));
-      return;
+      return json::write_int_exact(p, read_signed(data, field.element_size));
     case ScalarKind::unsigned_int:
       if (field.element_size == 16) {
         unsigned __int128 v;
-        std::memcpy(&v, p, 16);
-        append_u128(out, v);
-        return;
+        std::memcpy(&v, data, 16);
+        *p++ = '"';
+        p = write_u128_digits(p, v);
+        *p++ = '"';
+        return p;
       }
-      json::append_uint_exact(out, read_unsigned(p, field.element_size));
-      return;
+      return json::write_uint_exact(p, read_unsigned(data, field.element_size));
   }
+  return p;
+}
+
+char* write_char_array(char* p, const FieldLayout& field, const unsigned char* data) {
+  const size_t length = strnlen(reinterpret_cast<const char*>(data), field.count);
+  return json::write_string(p, std::string_view(reinterpret_cast<const char*>(data), length));
 }
 
 // A member printed by its C type: scalars, char arrays as strings, other
 // arrays as JSON arrays, nested structs as objects.
-void append_by_type(std::string& out, const FieldLayout& field, const unsigned char* p) {
-  if (!field.is_array) {
-    append_scalar(out, field, p);
-    return;
-  }
-  if (field.kind == ScalarKind::character) {
-    const size_t length = strnlen(reinterpret_cast<const char*>(p), field.count);
-    json::append_string(out, std::string_view(reinterpret_cast<const char*>(p), length));
-    return;
-  }
-  out.push_back('[');
+char* write_by_type(char* p, const FieldLayout& field, const unsigned char* data) {
+  if (!field.is_array) return write_scalar(p, field, data);
+  if (field.kind == ScalarKind::character) return write_char_array(p, field, data);
+  *p++ = '[';
   for (size_t i = 0; i < field.count; ++i) {
-    if (i > 0) out.push_back(',');
-    append_scalar(out, field, p + i * field.element_size);
+    if (i > 0) *p++ = ',';
+    p = write_scalar(p, field, data + i * field.element_size);
   }
-  out.push_back(']');
+  *p++ = ']';
+  return p;
+}
+
+size_t max_by_type_chars(const FieldLayout& field);
+
+size_t max_scalar_chars(const FieldLayout& field) {
+  switch (field.kind) {
+    case ScalarKind::record: {
+      size_t n = 2;  // braces
+      for (const FieldLayout& member : field.record->fields) {
+        n += 1 + json::max_key_chars(member.name) + max_by_type_chars(member);  // comma, key, value
+      }
+      return n;
+    }
+    case ScalarKind::boolean: return 5;
+    case ScalarKind::pointer: return json::kMaxHexStringChars;
+    default: return field.element_size == 16 ? kMaxInt128StringChars : json::kMaxExactIntChars;
+  }
+}
+
+// The most characters write_by_type() can produce for `field`.
+size_t max_by_type_chars(const FieldLayout& field) {
+  if (!field.is_array) return max_scalar_chars(field);
+  if (field.kind == ScalarKind::character) return json::max_string_chars(field.count);
+  return 2 + field.count * (1 + max_scalar_chars(field));
 }
 
 bool is_negative(const FieldLayout& field, const unsigned char* p) {
@@ -123,9 +150,24 @@ bool is_negative(const FieldLayout& field, const unsigned char* p) {
 
 // An integer without a name (tcp_state, enum): its value as the C type reads
 // it, as a string so the member's JSON type does not vary.
-void append_number_string(std::string& out, const FieldLayout& field, const unsigned char* p) {
-  json::append_string(out, is_negative(field, p) ? std::to_string(read_signed(p, field.element_size))
-                                                 : std::to_string(read_unsigned(p, field.element_size)));
+char* write_number_string(char* p, const FieldLayout& field, const unsigned char* data) {
+  *p++ = '"';
+  p = is_negative(field, data) ? json::write_int(p, read_signed(data, field.element_size))
+                               : json::write_uint(p, read_unsigned(data, field.element_size));
+  *p++ = '"';
+  return p;
+}
+
+char* write_name(char* p, std::string_view quoted_name) {
+  std::memcpy(p, quoted_name.data(), quoted_name.size());
+  return p + quoted_name.size();
+}
+
+// The longest name a lookup table gives for any value below `limit`.
+size_t longest_name(std::string_view (*name_of)(uint64_t), uint64_t limit) {
+  size_t longest = 0;
+  for (uint64_t value = 0; value < limit; ++value) longest = std::max(longest, name_of(value).size());
+  return longest;
 }
 
 bool is_integer(const FieldLayout& field) {
@@ -213,107 +255,116 @@ Result<EventDecoder> EventDecoder::make(EventLayout layout, const std::vector<Fo
         }
       }
     }
+    decoder.max_line_chars_ += plan.key.size() + max_field_chars(plan) + 1;  // key, value, comma
     decoder.plans_.push_back(std::move(plan));
   }
+  decoder.max_line_chars_ += decoder.prefix_.size() + 2;  // "}\n" (or "{}\n")
+  if (decoder.options_.add_time) decoder.max_line_chars_ += json::max_key_chars("time") + WallClock::kMaxRfc3339Chars + 1;
   return decoder;
+}
+
+size_t EventDecoder::max_field_chars(const FieldPlan& plan) {
+  const FieldLayout& field = plan.field;
+  switch (plan.format) {
+    case FieldFormat::ip_address: return json::kMaxIpv6StringChars;
+    case FieldFormat::hex: return json::kMaxHexStringChars;
+    case FieldFormat::tcp_state: {
+      static const size_t longest = longest_name(tcp_state_name, 256);
+      return std::max(longest + 2, json::kMaxExactIntChars);
+    }
+    case FieldFormat::errno_name: {
+      static const size_t longest = longest_name(errno_name, 4096);
+      return std::max(longest + 2, json::kMaxExactIntChars);
+    }
+    case FieldFormat::enumeration: {
+      size_t longest = json::kMaxExactIntChars;
+      for (const std::string& name : plan.enum_names) longest = std::max(longest, name.size());
+      return longest;
+    }
+    case FieldFormat::string: return json::max_string_chars(field.count);
+    case FieldFormat::by_type: break;
+  }
+  return max_by_type_chars(field);
 }
 
 bool EventDecoder::append_json(std::string& out, const void* data, size_t size) const {
   if (size < layout_.size) return false;
   const auto* bytes = static_cast<const unsigned char*>(data);
-  out.append(prefix_);
+  // Room for the worst case once (computed in make()), then plain pointer
+  // writes: a capacity check per fragment cost more than the formatting.
+  const size_t start = out.size();
+  out.resize(start + max_line_chars_);
+  char* p = out.data() + start;
+  std::memcpy(p, prefix_.data(), prefix_.size());
+  p += prefix_.size();
   if (options_.add_time) {
-    json::append_key(out, "time");
-    if (ts_us_offset_) {
-      clock_->append_rfc3339_from_monotonic_us(out, read_unsigned(bytes + *ts_us_offset_, 8));
-    } else {
-      clock_->append_rfc3339_now(out);
-    }
-    out.push_back(',');
+    p = json::write_key(p, "time");
+    p = ts_us_offset_ ? clock_->write_rfc3339_from_monotonic_us(p, read_unsigned(bytes + *ts_us_offset_, 8))
+                      : clock_->write_rfc3339_now(p);
+    *p++ = ',';
   }
   for (const FieldPlan& plan : plans_) {
-    out.append(plan.key);
-    append_field(out, plan, bytes);
-    out.push_back(',');
+    std::memcpy(p, plan.key.data(), plan.key.size());
+    p += plan.key.size();
+    p = write_field(p, plan, bytes);
+    *p++ = ',';
   }
-  if (out.back() == ',') {
-    out.back() = '}';
+  if (p[-1] == ',') {
+    p[-1] = '}';
   } else {
-    out.push_back('}');  // a struct with no members, without time
+    *p++ = '}';  // a struct with no members, without time
   }
-  out.push_back('\n');
+  *p++ = '\n';
+  out.resize(static_cast<size_t>(p - out.data()));
   return true;
 }
 
-void EventDecoder::append_field(std::string& out, const FieldPlan& plan,
-                                const unsigned char* data) const {
+char* EventDecoder::write_field(char* p, const FieldPlan& plan, const unsigned char* data) const {
   const FieldLayout& field = plan.field;
-  const unsigned char* p = data + field.offset;
+  const unsigned char* value = data + field.offset;
   switch (plan.format) {
     case FieldFormat::ip_address: {
       const uint64_t family = read_unsigned(data + plan.family.offset, plan.family.element_size);
       const bool v6 = family == 6 || family == AF_INET6;
       const bool v4 = family == 4 || family == AF_INET;
-      if (v6 && field.size() >= 16) {
-        json::append_ipv6_string(out, p);
-      } else if (v4 || (!v6 && field.size() == 4)) {
-        json::append_ipv4_string(out, p);
-      } else {
-        out.append("\"\"");
-      }
-      return;
+      if (v6 && field.size() >= 16) return json::write_ipv6_string(p, value);
+      if (v4 || (!v6 && field.size() == 4)) return json::write_ipv4_string(p, value);
+      return write_name(p, "\"\"");
     }
     case FieldFormat::hex:
-      json::append_hex_string(out, read_unsigned(p, field.element_size));
-      return;
+      return json::write_hex_string(p, read_unsigned(value, field.element_size));
     case FieldFormat::tcp_state: {
       std::string_view name;
-      if (!is_negative(field, p)) name = tcp_state_name(read_unsigned(p, field.element_size));
-      if (name.empty()) {
-        append_number_string(out, field, p);
-      } else {
-        // State names are plain capitals and underscores: nothing to escape.
-        out.push_back('"');
-        out.append(name);
-        out.push_back('"');
-      }
-      return;
+      if (!is_negative(field, value)) name = tcp_state_name(read_unsigned(value, field.element_size));
+      if (name.empty()) return write_number_string(p, field, value);
+      // State names are plain capitals and underscores: nothing to escape.
+      *p++ = '"';
+      p = write_name(p, name);
+      *p++ = '"';
+      return p;
     }
     case FieldFormat::errno_name: {
       // Kernel code stores errors as -errno in signed fields; an unsigned
       // field holds a plain errno.
-      const int64_t value = field.kind == ScalarKind::signed_int
-                                ? read_signed(p, field.element_size)
-                                : static_cast<int64_t>(read_unsigned(p, field.element_size) & INT64_MAX);
+      const int64_t number = field.kind == ScalarKind::signed_int
+                                 ? read_signed(value, field.element_size)
+                                 : static_cast<int64_t>(read_unsigned(value, field.element_size) & INT64_MAX);
       // Negated in unsigned arithmetic: -INT64_MIN overflows.
-      const uint64_t magnitude = value < 0 ? 0 - static_cast<uint64_t>(value) : static_cast<uint64_t>(value);
-      std::string_view name = errno_name(magnitude);
-      if (name.empty()) {
-        json::append_int_exact(out, value);
-      } else {
-        json::append_string(out, name);
-      }
-      return;
+      const uint64_t magnitude = number < 0 ? 0 - static_cast<uint64_t>(number) : static_cast<uint64_t>(number);
+      const std::string_view name = errno_name(magnitude);
+      return name.empty() ? json::write_int_exact(p, number) : json::write_string(p, name);
     }
     case FieldFormat::enumeration: {
-      const uint64_t index = read_unsigned(p, field.element_size);
-      if (!is_negative(field, p) && index < plan.enum_names.size()) {
-        out.append(plan.enum_names[index]);
-      } else {
-        append_number_string(out, field, p);
-      }
-      return;
+      const uint64_t index = read_unsigned(value, field.element_size);
+      if (!is_negative(field, value) && index < plan.enum_names.size()) return write_name(p, plan.enum_names[index]);
+      return write_number_string(p, field, value);
     }
     case FieldFormat::string:
+      return write_char_array(p, field, value);
     case FieldFormat::by_type:
       break;
   }
-  if (plan.format == FieldFormat::string) {
-    const size_t length = strnlen(reinterpret_cast<const char*>(p), field.count);
-    json::append_string(out, std::string_view(reinterpret_cast<const char*>(p), length));
-    return;
-  }
-  append_by_type(out, field, p);
+  return write_by_type(p, field, value);
 }
 
 }  // namespace tcptrace

@@ -39,6 +39,8 @@ class EventDecoder {
   bool append_json(std::string& out, const void* data, size_t size) const;
 
   const EventLayout& layout() const { return layout_; }
+  // The longest line (newline included) append_json() can write.
+  size_t max_line_chars() const { return max_line_chars_; }
 
  private:
   struct FieldPlan {
@@ -54,14 +56,17 @@ class EventDecoder {
   EventDecoder(EventLayout layout, DecoderOptions options, const WallClock& clock)
       : layout_(std::move(layout)), options_(std::move(options)), clock_(&clock) {}
 
-  void append_field(std::string& out, const FieldPlan& plan, const unsigned char* data) const;
+  // Writes one member's value at `p` (room for max_field_chars(plan)).
+  char* write_field(char* p, const FieldPlan& plan, const unsigned char* data) const;
+  static size_t max_field_chars(const FieldPlan& plan);
 
   EventLayout layout_;
   DecoderOptions options_;
   const WallClock* clock_;
   std::vector<FieldPlan> plans_;
   std::string prefix_;  // "{" plus the event name, rendered once
-  std::optional<size_t> ts_us_offset_;  // of a u64 `ts_us` member, when there is one
+  std::optional<size_t> ts_us_offset_;
+  size_t max_line_chars_ = 0;  // the longest line any event can produce  // of a u64 `ts_us` member, when there is one
 };
 
 }  // namespace tcptrace

@@ -1,6 +1,7 @@
 #include "json_writer.h"
 
 #include <charconv>
+#include <cstring>
 
 namespace tcptrace::json {
 namespace {
@@ -34,122 +35,128 @@ size_t utf8_sequence_length(std::string_view s, size_t i) {
   return 0;
 }
 
+// Copies a short literal (escape sequences, quotes).
+char* put(char* p, std::string_view text) {
+  for (char c : text) *p++ = c;
+  return p;
+}
+
 }  // namespace
 
-void append_string(std::string& out, std::string_view bytes) {
-  out.push_back('"');
+char* write_string(char* p, std::string_view bytes) {
+  *p++ = '"';
   size_t i = 0;
   while (i < bytes.size()) {
     const unsigned char c = static_cast<unsigned char>(bytes[i]);
     if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
-      // Copy the longest run of plain ASCII at once.
-      size_t j = i + 1;
-      while (j < bytes.size()) {
-        const unsigned char d = static_cast<unsigned char>(bytes[j]);
-        if (d < 0x20 || d >= 0x7F || d == '"' || d == '\\') break;
-        ++j;
-      }
-      out.append(bytes.data() + i, j - i);
-      i = j;
+      *p++ = static_cast<char>(c);
+      ++i;
       continue;
     }
     switch (c) {
-      case '"': out.append("\\\""); ++i; continue;
-      case '\\': out.append("\\\\"); ++i; continue;
-      case '\n': out.append("\\n"); ++i; continue;
-      case '\r': out.append("\\r"); ++i; continue;
-      case '\t': out.append("\\t"); ++i; continue;
-      case '\b': out.append("\\b"); ++i; continue;
-      case '\f': out.append("\\f"); ++i; continue;
+      case '"': p = put(p, "\\\""); ++i; continue;
+      case '\\': p = put(p, "\\\\"); ++i; continue;
+      case '\n': p = put(p, "\\n"); ++i; continue;
+      case '\r': p = put(p, "\\r"); ++i; continue;
+      case '\t': p = put(p, "\\t"); ++i; continue;
+      case '\b': p = put(p, "\\b"); ++i; continue;
+      case '\f': p = put(p, "\\f"); ++i; continue;
       default: break;
     }
     if (c < 0x20 || c == 0x7F) {
-      const char esc[] = {'\\', 'u', '0', '0', kHexDigits[c >> 4], kHexDigits[c & 0xF]};
-      out.append(esc, sizeof esc);
+      p = put(p, "\\u00");
+      *p++ = kHexDigits[c >> 4];
+      *p++ = kHexDigits[c & 0xF];
       ++i;
       continue;
     }
     const size_t n = utf8_sequence_length(bytes, i);
     if (n == 0) {
-      out.append("\xEF\xBF\xBD");  // U+FFFD REPLACEMENT CHARACTER
+      p = put(p, "\xEF\xBF\xBD");  // U+FFFD REPLACEMENT CHARACTER
       ++i;
     } else {
-      out.append(bytes.data() + i, n);
+      for (size_t k = 0; k < n; ++k) *p++ = bytes[i + k];
       i += n;
     }
   }
-  out.push_back('"');
+  *p++ = '"';
+  return p;
 }
 
-void append_uint(std::string& out, uint64_t value) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
-  out.append(buf, end);
+char* write_uint(char* p, uint64_t value) {
+  return std::to_chars(p, p + kMaxIntChars, value).ptr;
 }
 
-void append_int(std::string& out, int64_t value) {
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
-  out.append(buf, end);
+char* write_int(char* p, int64_t value) {
+  return std::to_chars(p, p + kMaxIntChars, value).ptr;
 }
 
-void append_uint_exact(std::string& out, uint64_t value) {
-  if (value <= kMaxExactDouble) {
-    append_uint(out, value);
-    return;
-  }
-  out.push_back('"');
-  append_uint(out, value);
-  out.push_back('"');
+char* write_uint_exact(char* p, uint64_t value) {
+  if (value <= kMaxExactDouble) return write_uint(p, value);
+  *p++ = '"';
+  p = write_uint(p, value);
+  *p++ = '"';
+  return p;
 }
 
-void append_int_exact(std::string& out, int64_t value) {
+char* write_int_exact(char* p, int64_t value) {
   const bool exact = value >= -static_cast<int64_t>(kMaxExactDouble) &&
                      value <= static_cast<int64_t>(kMaxExactDouble);
-  if (exact) {
-    append_int(out, value);
-    return;
-  }
-  out.push_back('"');
-  append_int(out, value);
-  out.push_back('"');
+  if (exact) return write_int(p, value);
+  *p++ = '"';
+  p = write_int(p, value);
+  *p++ = '"';
+  return p;
 }
 
-void append_hex_string(std::string& out, uint64_t value) {
-  char buf[20];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, 16);
-  out.append("\"0x");
-  out.append(buf, end);
-  out.push_back('"');
+char* write_hex_string(char* p, uint64_t value) {
+  p = put(p, "\"0x");
+  p = std::to_chars(p, p + 16, value, 16).ptr;
+  *p++ = '"';
+  return p;
 }
 
 namespace {
 
-// Writes the dotted quad into `text`; returns the length.
-size_t format_ipv4(char* text, const unsigned char* b) {
-  size_t n = 0;
-  for (int i = 0; i < 4; ++i) {
-    if (i > 0) text[n++] = '.';
-    const unsigned v = b[i];
-    if (v >= 100) text[n++] = static_cast<char>('0' + v / 100);
-    if (v >= 10) text[n++] = static_cast<char>('0' + v / 10 % 10);
-    text[n++] = static_cast<char>('0' + v % 10);
+// "0." to "255." for every byte value, so a dotted quad is four copies
+// instead of divisions (addresses are a quarter of a states event's text).
+struct OctetTable {
+  char text[256][4];
+  unsigned char length[256];
+  constexpr OctetTable() : text{}, length{} {
+    for (unsigned v = 0; v < 256; ++v) {
+      unsigned char n = 0;
+      if (v >= 100) text[v][n++] = static_cast<char>('0' + v / 100);
+      if (v >= 10) text[v][n++] = static_cast<char>('0' + v / 10 % 10);
+      text[v][n++] = static_cast<char>('0' + v % 10);
+      text[v][n] = '.';
+      length[v] = n;
+    }
   }
-  return n;
+};
+constexpr OctetTable kOctets;
+
+// Writes the dotted quad (no quotes). Each octet is copied with its trailing
+// dot (four bytes at once); the last dot is overwritten by the caller's next
+// character or left past the returned end.
+char* write_dotted_quad(char* p, const unsigned char* b) {
+  for (int i = 0; i < 4; ++i) {
+    std::memcpy(p, kOctets.text[b[i]], 4);
+    p += kOctets.length[b[i]] + 1;
+  }
+  return p - 1;
 }
 
 }  // namespace
 
-void append_ipv4_string(std::string& out, const unsigned char* bytes) {
-  char text[18];
-  size_t n = 0;
-  text[n++] = '"';
-  n += format_ipv4(text + n, bytes);
-  text[n++] = '"';
-  out.append(text, n);
+char* write_ipv4_string(char* p, const unsigned char* bytes) {
+  *p++ = '"';
+  p = write_dotted_quad(p, bytes);
+  *p++ = '"';
+  return p;
 }
 
-void append_ipv6_string(std::string& out, const unsigned char* bytes) {
+char* write_ipv6_string(char* p, const unsigned char* bytes) {
   unsigned words[8];
   for (int i = 0; i < 8; ++i) words[i] = static_cast<unsigned>(bytes[2 * i]) << 8 | bytes[2 * i + 1];
   // The longest run of zero words (the first of equal ones), if >= 2.
@@ -168,19 +175,17 @@ void append_ipv6_string(std::string& out, const unsigned char* bytes) {
     i = j;
   }
   if (best_len < 2) best_base = -1;
-  char text[48];
-  size_t n = 0;
-  text[n++] = '"';
+  *p++ = '"';
   for (int i = 0; i < 8; ++i) {
     if (best_base >= 0 && i >= best_base && i < best_base + best_len) {
-      if (i == best_base) text[n++] = ':';
+      if (i == best_base) *p++ = ':';
       continue;
     }
-    if (i > 0) text[n++] = ':';
+    if (i > 0) *p++ = ':';
     // glibc's inet_ntop: "::a.b.c.d" for IPv4-compatible (six zero words)
     // and "::ffff:a.b.c.d" for IPv4-mapped addresses.
     if (i == 6 && best_base == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
-      n += format_ipv4(text + n, bytes + 12);
+      p = write_dotted_quad(p, bytes + 12);
       break;
     }
     bool started = false;
@@ -188,18 +193,77 @@ void append_ipv6_string(std::string& out, const unsigned char* bytes) {
       const unsigned digit = (words[i] >> shift) & 0xF;
       if (digit == 0 && !started && shift > 0) continue;
       started = true;
-      text[n++] = kHexDigits[digit];
+      *p++ = kHexDigits[digit];
     }
   }
-  if (best_base >= 0 && best_base + best_len == 8) text[n++] = ':';
-  text[n++] = '"';
-  out.append(text, n);
+  if (best_base >= 0 && best_base + best_len == 8) *p++ = ':';
+  *p++ = '"';
+  return p;
+}
+
+char* write_key(char* p, std::string_view key) {
+  *p++ = '"';
+  p = put(p, key);
+  *p++ = '"';
+  *p++ = ':';
+  return p;
+}
+
+namespace {
+
+// Runs `write` on `max_chars` of room at the end of `out`, then trims `out`
+// to what was written.
+template <typename Write>
+void append_with(std::string& out, size_t max_chars, Write write) {
+  const size_t start = out.size();
+  out.resize(start + max_chars);
+  char* end = write(out.data() + start);
+  out.resize(static_cast<size_t>(end - out.data()));
+}
+
+}  // namespace
+
+void append_string(std::string& out, std::string_view bytes) {
+  append_with(out, max_string_chars(bytes.size()), [&](char* p) { return write_string(p, bytes); });
+}
+
+void append_uint(std::string& out, uint64_t value) {
+  char buf[kMaxIntChars];
+  out.append(buf, write_uint(buf, value));
+}
+
+void append_int(std::string& out, int64_t value) {
+  char buf[kMaxIntChars];
+  out.append(buf, write_int(buf, value));
+}
+
+void append_uint_exact(std::string& out, uint64_t value) {
+  char buf[kMaxExactIntChars];
+  out.append(buf, write_uint_exact(buf, value));
+}
+
+void append_int_exact(std::string& out, int64_t value) {
+  char buf[kMaxExactIntChars];
+  out.append(buf, write_int_exact(buf, value));
+}
+
+void append_hex_string(std::string& out, uint64_t value) {
+  char buf[kMaxHexStringChars];
+  out.append(buf, write_hex_string(buf, value));
+}
+
+void append_ipv4_string(std::string& out, const unsigned char* bytes) {
+  char buf[kMaxIpv4StringChars];
+  out.append(buf, write_ipv4_string(buf, bytes));
+}
+
+void append_ipv6_string(std::string& out, const unsigned char* bytes) {
+  char buf[kMaxIpv6StringChars];
+  out.append(buf, write_ipv6_string(buf, bytes));
 }
 
 void append_key(std::string& out, std::string_view key) {
-  out.push_back('"');
-  out.append(key);
-  out.append("\":");
+  append_with(out, max_key_chars(key), [&](char* p) { return write_key(p, key); });
 }
 
 }  // namespace tcptrace::json

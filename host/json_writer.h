@@ -1,12 +1,37 @@
-// Appends JSON fragments to a caller-owned std::string. No allocation beyond
-// the string's own growth, so the per-event hot path can reuse one buffer.
+// JSON fragments, in two forms: `write_*` writes at a raw pointer and returns
+// the end, for the per-event hot path, which reserves a line's worst case once
+// and then writes without a capacity check per fragment; `append_*` appends to
+// a caller-owned std::string (a thin wrapper around the writer) for the rest.
+// No allocation beyond the string's own growth.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace tcptrace::json {
+
+// Worst-case lengths of what the writers below produce.
+inline constexpr size_t kMaxIntChars = 20;          // "-9223372036854775808", 18446744073709551615
+inline constexpr size_t kMaxExactIntChars = 22;     // the same in quotes
+inline constexpr size_t kMaxHexStringChars = 20;    // "0x" + 16 digits, quoted
+inline constexpr size_t kMaxIpv4StringChars = 17;   // "255.255.255.255"
+inline constexpr size_t kMaxIpv6StringChars = 48;   // "ffff:...:ffff" or "::ffff:255.255.255.255", quoted
+// A string of `bytes` input bytes: quotes, and each byte at most six
+// characters (\u00XX; an invalid byte becomes three, U+FFFD).
+constexpr size_t max_string_chars(size_t bytes) { return 2 + 6 * bytes; }
+constexpr size_t max_key_chars(std::string_view key) { return key.size() + 3; }
+
+char* write_string(char* p, std::string_view bytes);
+char* write_uint(char* p, uint64_t value);
+char* write_int(char* p, int64_t value);
+char* write_uint_exact(char* p, uint64_t value);
+char* write_int_exact(char* p, int64_t value);
+char* write_hex_string(char* p, uint64_t value);
+char* write_ipv4_string(char* p, const unsigned char* bytes);
+char* write_ipv6_string(char* p, const unsigned char* bytes);
+char* write_key(char* p, std::string_view key);
 
 // Appends `bytes` as a JSON string literal (with quotes). Escapes per RFC 8259
 // (quote, backslash, every control character below 0x20 and DEL as \u00XX or

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 
 namespace tcptrace {
@@ -18,15 +19,30 @@ int64_t now_ns(clockid_t clock) {
 WallClock::WallClock() : offset_ns_(now_ns(CLOCK_REALTIME) - now_ns(CLOCK_MONOTONIC)) {}
 
 void WallClock::append_rfc3339_from_monotonic_us(std::string& out, uint64_t monotonic_us) const {
-  // Unsigned arithmetic: a garbage ts_us must wrap, not overflow (UB).
-  append_rfc3339_realtime_us(out, static_cast<int64_t>(monotonic_us + static_cast<uint64_t>(offset_ns_ / 1000)));
+  char text[kMaxRfc3339Chars];
+  out.append(text, write_rfc3339_from_monotonic_us(text, monotonic_us));
 }
 
 void WallClock::append_rfc3339_now(std::string& out) const {
-  append_rfc3339_realtime_us(out, now_ns(CLOCK_REALTIME) / 1000);
+  char text[kMaxRfc3339Chars];
+  out.append(text, write_rfc3339_now(text));
 }
 
 void WallClock::append_rfc3339_realtime_us(std::string& out, int64_t realtime_us) const {
+  char text[kMaxRfc3339Chars];
+  out.append(text, write_rfc3339_realtime_us(text, realtime_us));
+}
+
+char* WallClock::write_rfc3339_from_monotonic_us(char* p, uint64_t monotonic_us) const {
+  // Unsigned arithmetic: a garbage ts_us must wrap, not overflow (UB).
+  return write_rfc3339_realtime_us(p, static_cast<int64_t>(monotonic_us + static_cast<uint64_t>(offset_ns_ / 1000)));
+}
+
+char* WallClock::write_rfc3339_now(char* p) const {
+  return write_rfc3339_realtime_us(p, now_ns(CLOCK_REALTIME) / 1000);
+}
+
+char* WallClock::write_rfc3339_realtime_us(char* p, int64_t realtime_us) const {
   int64_t seconds = realtime_us / 1000000;
   int64_t micros = realtime_us % 1000000;
   if (micros < 0) {
@@ -46,15 +62,18 @@ void WallClock::append_rfc3339_realtime_us(std::string& out, int64_t realtime_us
     cached_length_ = n > 0 ? std::min(static_cast<size_t>(n), sizeof cached_text_ - 1) : 0;
     cached_second_ = seconds;
   }
-  char text[sizeof cached_text_ + 12];
-  size_t n = 0;
-  text[n++] = '"';
-  for (size_t i = 0; i < cached_length_; ++i) text[n++] = cached_text_[i];
-  text[n++] = '.';
-  for (int64_t div = 100000; div > 0; div /= 10) text[n++] = static_cast<char>('0' + (micros / div) % 10);
-  text[n++] = 'Z';
-  text[n++] = '"';
-  out.append(text, n);
+  *p++ = '"';
+  std::memcpy(p, cached_text_, cached_length_);
+  p += cached_length_;
+  *p++ = '.';
+  for (int i = 5; i >= 0; --i) {
+    p[i] = static_cast<char>('0' + micros % 10);
+    micros /= 10;
+  }
+  p += 6;
+  *p++ = 'Z';
+  *p++ = '"';
+  return p;
 }
 
 }  // namespace tcptrace

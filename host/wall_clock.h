@@ -18,10 +18,17 @@ class WallClock {
 
   // Appends "2026-11-21T22:50:41.123456Z" (with quotes) for a monotonic time.
   void append_rfc3339_from_monotonic_us(std::string& out, uint64_t monotonic_us) const;
+  // The same written at `p` (room for kMaxRfc3339Chars); returns the end.
+  char* write_rfc3339_from_monotonic_us(char* p, uint64_t monotonic_us) const;
   // The same for the current wall-clock time.
   void append_rfc3339_now(std::string& out) const;
   // The same for a wall-clock time in µs since the epoch.
   void append_rfc3339_realtime_us(std::string& out, int64_t realtime_us) const;
+  char* write_rfc3339_realtime_us(char* p, int64_t realtime_us) const;
+  char* write_rfc3339_now(char* p) const;
+
+  // Quotes, the cached date text, ".uuuuuu" and "Z".
+  static constexpr size_t kMaxRfc3339Chars = 2 + 40 + 8;
 
  private:
   int64_t offset_ns_;

@@ -956,6 +956,53 @@ TEST(EventDecoder, RandomBytesForEveryTypeAlwaysParse) {
   }
 }
 
+// append_json() reserves max_line_chars() and writes through a raw pointer:
+// the bound must hold for the widest value of every type and hint, or the
+// writer would run past the string's size. One member per decoder, so that
+// the slack of one member's bound cannot hide another's shortfall.
+TEST(EventDecoder, WidestValuesStayWithinTheReservedBound) {
+  const std::vector<std::pair<std::string, std::string>> members = {
+      {"state#s8", "state=tcp_state"}, {"err#s64", "err=errno"},  {"uerr#u32", "uerr=errno"},
+      {"choice#s32", "choice=enum(alpha,beta)"}, {"addr#u8[16]", "addr=ip(fam)"},
+      {"addr4#u32", "addr4=ip(fam)"}, {"label#u8[12]", "label=string"}, {"hexed#u64", "hexed=hex"},
+      {"flag#_Bool", ""}, {"name#char[8]", ""}, {"words#s64[4]", ""}, {"ptr#void *", ""},
+      {"big#unsigned __int128", ""}, {"neg#__int128", ""}, {"grid#u8[2][3]", ""}, {"n#u64", ""},
+  };
+  for (const auto& [member, hint] : members) {
+    for (const bool add_time : {false, true}) {
+      DecoderOptions options;
+      options.add_time = add_time;
+      // The family member only where an ip hint needs it: its own bound's
+      // slack would hide a shortfall.
+      const bool needs_family = hint.find("ip(fam)") != std::string::npos;
+      auto decoder = make_decoder(needs_family ? std::vector<std::string>{"fam#u16", member}
+                                               : std::vector<std::string>{member},
+                                  hint, options);
+      ASSERT_TRUE(decoder.ok()) << member << ": " << decoder.error().message;
+      std::mt19937_64 rng(11);
+      for (int iteration = 0; iteration < 400; ++iteration) {
+        std::vector<unsigned char> bytes(decoder->layout().size);
+        // Control bytes (six characters each in a string), invalid UTF-8,
+        // all-ones and sign-bit-only integers are the widest; random bytes
+        // mix them.
+        const unsigned char fills[] = {0x01, 0xff, 0x80, 0x7f};
+        for (auto& b : bytes) b = iteration < 4 ? fills[iteration] : static_cast<unsigned char>(rng());
+        if (needs_family) {
+          bytes[0] = iteration % 2 ? 10 : 2;  // AF_INET6 or AF_INET
+          bytes[1] = 0;
+        }
+        std::string out = "kept";
+        ASSERT_TRUE(decoder->append_json(out, bytes.data(), bytes.size()));
+        ASSERT_EQ(out.substr(0, 4), "kept");
+        ASSERT_LE(out.size() - 4, decoder->max_line_chars()) << out;
+        Json json;
+        ASSERT_NO_THROW(json = Json::parse(out.substr(4))) << out;
+        ASSERT_EQ(json.size(), (add_time ? 2u : 1u) + (needs_family ? 1u : 0u)) << out;
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------- lifetime
 
 TEST(EventDecoder, CopyDoesNotDependOnTheOriginal) {

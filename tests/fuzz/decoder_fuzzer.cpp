@@ -80,6 +80,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t before = out.size();
   if (decoder->append_json(out, exact.data(), exact.size())) {
     check_one_object(out, before);
+    // The decoder writes through a raw pointer into the room it reserved.
+    if (out.size() - before > decoder->max_line_chars()) std::abort();
   } else if (out.size() != before || exact.size() >= decoder->layout().size) {
     std::abort();  // refused a complete sample, or wrote while refusing
   }
