@@ -255,6 +255,9 @@ Result<EventDecoder> EventDecoder::make(EventLayout layout, const std::vector<Fo
         }
       }
     }
+    plan.plain_integer = plan.format == FieldFormat::by_type && !plan.field.is_array &&
+                         plan.field.element_size <= 8 &&
+                         (plan.field.kind == ScalarKind::unsigned_int || plan.field.kind == ScalarKind::signed_int);
     decoder.max_line_chars_ += plan.key.size() + max_field_chars(plan) + 1;  // key, value, comma
     decoder.plans_.push_back(std::move(plan));
   }
@@ -363,6 +366,12 @@ char* EventDecoder::write_field(char* p, const FieldPlan& plan, const unsigned c
       return write_char_array(p, field, value);
     case FieldFormat::by_type:
       break;
+  }
+  // Most members of TCP events are plain integers: straight to the number
+  // writer, without write_by_type()'s dispatch on arrays and kinds.
+  if (plan.plain_integer) {
+    return field.kind == ScalarKind::unsigned_int ? json::write_uint_exact(p, read_unsigned(value, field.element_size))
+                                                  : json::write_int_exact(p, read_signed(value, field.element_size));
   }
   return write_by_type(p, field, value);
 }

@@ -51,6 +51,7 @@ class EventDecoder {
     // copied decoder never refers to the one it was copied from.
     FieldLayout family;
     std::vector<std::string> enum_names;  // as JSON strings, quotes included
+    bool plain_integer = false;  // a by-type scalar of at most 64 bits
   };
 
   EventDecoder(EventLayout layout, DecoderOptions options, const WallClock& clock)
