@@ -4,16 +4,24 @@
 #include <bcc/bcc_elf.h>
 #include <bcc/libbpf.h>
 #include <bcc/perf_reader.h>
+#include <fcntl.h>
 #include <linux/bpf.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "kallsyms_view.h"
+#include "kernel_probe.h"
 
 namespace tcptrace::bcc {
 
@@ -288,6 +296,99 @@ class BufferReader final : public OutputReader {
 
 }  // namespace
 
+namespace {
+
+struct CodeRange {
+  void* start;
+  size_t length;
+};
+
+// The executable mappings of Debian's shared libLLVM and libclang-cpp, which
+// libbcc compiles with: ~75 MB of code, most of it touched by one compile.
+// They are never written (r-xp), so their pages equal the file's and
+// MADV_DONTNEED only drops them from this process; the page cache keeps
+// them, and the next call faults them back in at the cost of a minor fault.
+// Writable or read-only relocated mappings are left alone: their pages
+// differ from the file.
+std::vector<CodeRange> compiler_code_ranges() {
+  std::vector<CodeRange> ranges;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    unsigned long start = 0, end = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &start, &end, perms) != 3) continue;
+    if (std::string(perms) != "r-xp") continue;
+    if (line.find("/libLLVM") == std::string::npos && line.find("/libclang") == std::string::npos) continue;
+    ranges.push_back({reinterpret_cast<void*>(start), end - start});
+  }
+  return ranges;
+}
+
+void drop_pages(const std::vector<CodeRange>& ranges) {
+  for (const CodeRange& range : ranges) ::madvise(range.start, range.length, MADV_DONTNEED);
+}
+
+// While BCC compiles, its three clang passes and LLVM's code generation each
+// use a different part of that code. Left alone, every page any pass touched
+// (and the 64 KB the kernel maps around each fault, mm/memory.c
+// do_fault_around) stays resident until the end: the compile's peak RSS was
+// 112 MB, 73 MB of it compiler code. A watcher drops the code pages whenever
+// the resident set passes a budget, so only the current working set stays
+// mapped; the refaults come from the page cache. Checking the budget (one
+// read of /proc/self/statm) every 2 ms instead of dropping on a timer keeps
+// the drops, and the refaults after them, to the few that are needed.
+class CompilerCodeTrimmer {
+ public:
+  CompilerCodeTrimmer() : ranges_(compiler_code_ranges()) {
+    if (ranges_.empty()) return;
+    // What the libraries' static constructors touched before main() (45 MB
+    // of LLVM's code on Debian 12) goes first.
+    drop_pages(ranges_);
+    thread_ = std::thread([this] {
+      const long page_size = ::sysconf(_SC_PAGESIZE);
+      std::unique_lock lock(mutex_);
+      while (!stopped_.wait_for(lock, kInterval, [this] { return stop_; })) {
+        if (resident_pages() * page_size > kBudgetBytes) drop_pages(ranges_);
+      }
+    });
+  }
+  ~CompilerCodeTrimmer() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    stopped_.notify_one();
+    thread_.join();
+  }
+  CompilerCodeTrimmer(const CompilerCodeTrimmer&) = delete;
+  CompilerCodeTrimmer& operator=(const CompilerCodeTrimmer&) = delete;
+
+ private:
+  static constexpr std::chrono::milliseconds kInterval{2};
+  static constexpr long kBudgetBytes = 56L << 20;
+
+  // The second field of /proc/self/statm: resident pages of the process.
+  static long resident_pages() {
+    UniqueFd fd(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC));
+    char text[128];
+    const ssize_t n = fd.valid() ? ::read(fd.get(), text, sizeof text - 1) : -1;
+    if (n <= 0) return 0;
+    text[n] = '\0';
+    long size = 0, resident = 0;
+    return std::sscanf(text, "%ld %ld", &size, &resident) == 2 ? resident : 0;
+  }
+
+  std::vector<CodeRange> ranges_;
+  std::mutex mutex_;
+  std::condition_variable stopped_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
 // ---- Program ---------------------------------------------------------------
 
 Result<Program> Program::compile(const std::string& source, const std::vector<std::string>& cflags,
@@ -301,8 +402,14 @@ Result<Program> Program::compile(const std::string& source, const std::vector<st
     StderrCapture capture;
     {
       StdoutToStderr guard;
-      module = bpf_module_create_c_from_string(source.c_str(), 0, flags.data(), static_cast<int>(flags.size()),
-                                               true, nullptr);
+      // The helper probe loads two tiny programs once; every compile after
+      // that reuses the answer (the kernel does not change under us).
+      static const std::string kallsyms_text = kallsyms_view_text(probe_read_helpers());
+      CompilerCodeTrimmer trimmer;
+      run_with_kallsyms_view(kallsyms_text, [&] {
+        module = bpf_module_create_c_from_string(source.c_str(), 0, flags.data(), static_cast<int>(flags.size()),
+                                                 true, nullptr);
+      });
     }
     diagnostics = capture.finish();
   }
@@ -389,22 +496,9 @@ Result<LoadedFunction> Program::load(const ProbeSpec& probe) const {
 void Program::release_compiler_memory() {
   // libbcc's own text (only where it is linked statically).
   bcc_free_memory();
-  // Debian's libbcc uses the shared libLLVM and libclang-cpp, ~85 MB of
-  // code that compiling touched and a running tracer never calls again.
-  // Dropping those pages from this process (MADV_DONTNEED on their
-  // executable, never-written mappings) leaves them in the page cache, so a
-  // later compile (--watch) faults them back in. Writable or read-only
-  // relocated mappings are left alone: their pages differ from the file.
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    unsigned long start = 0, end = 0;
-    char perms[5] = {};
-    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &start, &end, perms) != 3) continue;
-    if (std::string(perms) != "r-xp") continue;
-    if (line.find("/libLLVM") == std::string::npos && line.find("/libclang") == std::string::npos) continue;
-    ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
-  }
+  // The compiler's code, which a running tracer never calls again; a later
+  // compile (--watch) faults it back in.
+  drop_pages(compiler_code_ranges());
 }
 
 // ---- LoadedFunction --------------------------------------------------------

@@ -84,6 +84,17 @@ MethodSupport probe_ring_buffer() {
 
 }  // namespace
 
+ProbeReadHelpers probe_read_helpers() {
+  // libbpf loads a tracepoint program calling the helper; the verifier
+  // rejects an unknown helper id (kernel/bpf/verifier.c: "invalid func").
+  libbpf_print_fn_t previous = libbpf_set_print(nullptr);
+  ProbeReadHelpers helpers;
+  helpers.kernel = libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_probe_read_kernel, nullptr) == 1;
+  helpers.user = libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_probe_read_user, nullptr) == 1;
+  libbpf_set_print(previous);
+  return helpers;
+}
+
 MethodSupport probe_ring_buffer_support() { return probe_ring_buffer(); }
 
 KernelCapabilities probe_kernel_capabilities() {

@@ -4,11 +4,15 @@
 #pragma once
 
 #include "attach_method.h"
+#include "kallsyms_view.h"
 
 namespace tcptrace {
 
 // Must run after tracefs is mounted (system_checks.h: ensure_tracefs).
 KernelCapabilities probe_kernel_capabilities();
+
+// Which bpf_probe_read_* helpers the verifier offers tracing programs.
+ProbeReadHelpers probe_read_helpers();
 
 // Only the ring buffer test (cheap: no program is loaded).
 MethodSupport probe_ring_buffer_support();
