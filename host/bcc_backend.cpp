@@ -2,6 +2,7 @@
 
 #include <bcc/bcc_common.h>
 #include <bcc/bcc_elf.h>
+#include <bcc/bpf_module.h>
 #include <bcc/libbpf.h>
 #include <bcc/perf_reader.h>
 #include <fcntl.h>
@@ -407,8 +408,19 @@ Result<Program> Program::compile(const std::string& source, const std::vector<st
       static const std::string kallsyms_text = kallsyms_view_text(probe_read_helpers());
       CompilerCodeTrimmer trimmer;
       run_with_kallsyms_view(kallsyms_text, [&] {
-        module = bpf_module_create_c_from_string(source.c_str(), 0, flags.data(), static_cast<int>(flags.size()),
-                                                 true, nullptr);
+        // Not bpf_module_create_c_from_string(): BCC's C API always enables
+        // the "rw engine", which JIT-compiles x86 code to print and parse
+        // every table's keys and values (bpf_module.cc annotate()) and keeps
+        // LLVM's context alive for it. The host never uses those functions;
+        // without them BCC also frees its LLVM state right after code
+        // generation (BPFModule::finalize).
+        auto* compiled = new ebpf::BPFModule(0, nullptr, /*rw_engine_enabled=*/false, "", /*allow_rlimit=*/true,
+                                             nullptr);
+        if (compiled->load_string(source, flags.data(), static_cast<int>(flags.size())) != 0) {
+          delete compiled;
+          compiled = nullptr;
+        }
+        module = compiled;
       });
     }
     diagnostics = capture.finish();
