@@ -221,45 +221,35 @@ void append_with(std::string& out, size_t max_chars, Write write) {
   out.resize(static_cast<size_t>(end - out.data()));
 }
 
+// A fragment of known bounded size, written on the stack and appended.
+template <size_t MaxChars, typename Value>
+void append_bounded(std::string& out, char* (*write)(char*, Value), Value value) {
+  char buf[MaxChars];
+  out.append(buf, write(buf, value));
+}
+
 }  // namespace
 
 void append_string(std::string& out, std::string_view bytes) {
   append_with(out, max_string_chars(bytes.size()), [&](char* p) { return write_string(p, bytes); });
 }
 
-void append_uint(std::string& out, uint64_t value) {
-  char buf[kMaxIntChars];
-  out.append(buf, write_uint(buf, value));
-}
-
-void append_int(std::string& out, int64_t value) {
-  char buf[kMaxIntChars];
-  out.append(buf, write_int(buf, value));
-}
-
+void append_uint(std::string& out, uint64_t value) { append_bounded<kMaxIntChars>(out, write_uint, value); }
+void append_int(std::string& out, int64_t value) { append_bounded<kMaxIntChars>(out, write_int, value); }
 void append_uint_exact(std::string& out, uint64_t value) {
-  char buf[kMaxExactIntChars];
-  out.append(buf, write_uint_exact(buf, value));
+  append_bounded<kMaxExactIntChars>(out, write_uint_exact, value);
 }
-
 void append_int_exact(std::string& out, int64_t value) {
-  char buf[kMaxExactIntChars];
-  out.append(buf, write_int_exact(buf, value));
+  append_bounded<kMaxExactIntChars>(out, write_int_exact, value);
 }
-
 void append_hex_string(std::string& out, uint64_t value) {
-  char buf[kMaxHexStringChars];
-  out.append(buf, write_hex_string(buf, value));
+  append_bounded<kMaxHexStringChars>(out, write_hex_string, value);
 }
-
 void append_ipv4_string(std::string& out, const unsigned char* bytes) {
-  char buf[kMaxIpv4StringChars];
-  out.append(buf, write_ipv4_string(buf, bytes));
+  append_bounded<kMaxIpv4StringChars>(out, write_ipv4_string, bytes);
 }
-
 void append_ipv6_string(std::string& out, const unsigned char* bytes) {
-  char buf[kMaxIpv6StringChars];
-  out.append(buf, write_ipv6_string(buf, bytes));
+  append_bounded<kMaxIpv6StringChars>(out, write_ipv6_string, bytes);
 }
 
 void append_key(std::string& out, std::string_view key) {
