@@ -180,6 +180,8 @@ static __always_inline int finish_event(struct event *e, struct connect_start *s
 /* Only these methods read kernel structs, and so only they need headers. */
 #include <net/sock.h>
 #include <linux/skbuff.h>
+#include <linux/in.h>
+#include <linux/in6.h>
 
 #define CONNLAT_TCPHDR_FLAGS_OFFSET 13 /* struct tcphdr: byte holding SYN/RST/ACK */
 #define CONNLAT_TCP_FLAG_RST 0x04
@@ -203,10 +205,16 @@ static __always_inline void read_socket(struct event *e, struct sock *sk)
     }
 }
 
-static __always_inline void on_connect(struct sock *sk, u16 family)
+/* On entry to tcp_v4_connect()/tcp_v6_connect() the socket has no remote
+ * port yet (skc_dport is 0: they copy the destination into it themselves),
+ * so --dport filters on the address the caller passed. */
+static __always_inline void on_connect(struct sock *sk, struct sockaddr *uaddr, u16 family)
 {
     u16 dport_be = 0;
-    bpf_probe_read_kernel(&dport_be, sizeof(dport_be), &sk->__sk_common.skc_dport);
+    if (family == 6)
+        bpf_probe_read_kernel(&dport_be, sizeof(dport_be), &((struct sockaddr_in6 *)uaddr)->sin6_port);
+    else
+        bpf_probe_read_kernel(&dport_be, sizeof(dport_be), &((struct sockaddr_in *)uaddr)->sin_port);
     remember_connect((u64)sk, family, ntohs(dport_be));
 }
 
@@ -239,15 +247,15 @@ static __always_inline int on_segment(void *ctx, struct sock *sk, struct sk_buff
 #endif
 
 #if TCPTRACE_ATTACH_KFUNC
-KFUNC_PROBE(tcp_v4_connect, struct sock *sk)
+KFUNC_PROBE(tcp_v4_connect, struct sock *sk, struct sockaddr *uaddr)
 {
-    on_connect(sk, 4);
+    on_connect(sk, uaddr, 4);
     return 0;
 }
 
-KFUNC_PROBE(tcp_v6_connect, struct sock *sk)
+KFUNC_PROBE(tcp_v6_connect, struct sock *sk, struct sockaddr *uaddr)
 {
-    on_connect(sk, 6);
+    on_connect(sk, uaddr, 6);
     return 0;
 }
 
@@ -258,15 +266,15 @@ KFUNC_PROBE(tcp_rcv_state_process, struct sock *sk, struct sk_buff *skb)
 #endif
 
 #if TCPTRACE_ATTACH_KPROBE
-int kprobe__tcp_v4_connect(struct pt_regs *ctx, struct sock *sk)
+int kprobe__tcp_v4_connect(struct pt_regs *ctx, struct sock *sk, struct sockaddr *uaddr)
 {
-    on_connect(sk, 4);
+    on_connect(sk, uaddr, 4);
     return 0;
 }
 
-int kprobe__tcp_v6_connect(struct pt_regs *ctx, struct sock *sk)
+int kprobe__tcp_v6_connect(struct pt_regs *ctx, struct sock *sk, struct sockaddr *uaddr)
 {
-    on_connect(sk, 6);
+    on_connect(sk, uaddr, 6);
     return 0;
 }
 

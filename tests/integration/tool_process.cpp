@@ -68,7 +68,7 @@ void ToolProcess::read_loop(int fd, std::string& sink) {
 }
 
 bool ToolProcess::wait_for_stderr(const std::string& needle, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto deadline = std::chrono::steady_clock::now() + scaled(timeout);
   std::unique_lock lock(mutex_);
   while (stderr_.find(needle) == std::string::npos) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
@@ -90,7 +90,7 @@ bool ToolProcess::wait_for_stderr(const std::string& needle, std::chrono::millis
 }
 
 bool ToolProcess::wait_for_lines(size_t lines, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto deadline = std::chrono::steady_clock::now() + scaled(timeout);
   std::unique_lock lock(mutex_);
   while (static_cast<size_t>(std::count(stdout_.begin(), stdout_.end(), '\n')) < lines) {
     if (changed_.wait_until(lock, deadline) == std::cv_status::timeout) return false;
@@ -117,7 +117,7 @@ int ToolProcess::reap(std::chrono::milliseconds timeout) {
 int ToolProcess::stop(int signal, std::chrono::milliseconds timeout) {
   if (exited_) return exit_status_;
   kill(pid_, signal);
-  int status = reap(timeout);
+  int status = reap(scaled(timeout));
   if (status == -1) {
     kill(pid_, SIGKILL);
     reap(std::chrono::seconds(5));
@@ -129,7 +129,7 @@ int ToolProcess::stop(int signal, std::chrono::milliseconds timeout) {
 }
 
 int ToolProcess::wait_exit(std::chrono::milliseconds timeout) {
-  int status = reap(timeout);
+  int status = reap(scaled(timeout));
   if (status != -1) {
     if (stdout_reader_.joinable()) stdout_reader_.join();
     if (stderr_reader_.joinable()) stderr_reader_.join();
@@ -187,6 +187,12 @@ std::unique_ptr<ToolProcess> start_ready(std::vector<std::string> args) {
     return nullptr;
   }
   return tool;
+}
+
+std::chrono::milliseconds scaled(std::chrono::milliseconds timeout) {
+  const char* text = std::getenv("TCPTRACE_TEST_TIMEOUT_SCALE");
+  const int scale = text != nullptr ? std::atoi(text) : 1;
+  return timeout * (scale > 0 ? scale : 1);
 }
 
 std::string tool_binary() { return TCPTRACE_BINARY; }

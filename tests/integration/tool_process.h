@@ -19,6 +19,7 @@ namespace tcptrace::testing {
 
 std::string tool_binary();
 
+// Every timeout below is multiplied by TCPTRACE_TEST_TIMEOUT_SCALE (scaled()).
 class ToolProcess {
  public:
   explicit ToolProcess(std::vector<std::string> args);
@@ -64,9 +65,15 @@ class ToolProcess {
   std::thread stderr_reader_;
 };
 
-// Starts the tool with `args` and waits (up to two minutes: it compiles) for
-// its "ready" line; nullptr, with the test failed, when it does not come.
+// Starts the tool with `args` and waits (up to two minutes, scaled: it
+// compiles) for its "ready" line; nullptr, with the test failed, when it does
+// not come.
 std::unique_ptr<ToolProcess> start_ready(std::vector<std::string> args);
+
+// `timeout` times TCPTRACE_TEST_TIMEOUT_SCALE (default 1). Every wait of
+// ToolProcess is scaled: scripts/vm-test raises it because under software
+// emulation compiling a program takes over a minute.
+std::chrono::milliseconds scaled(std::chrono::milliseconds timeout);
 
 // The tool binary and the source tree, as built.
 std::string tool_binary();
