@@ -7,7 +7,10 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "http_get.h"
@@ -19,6 +22,7 @@ namespace {
 
 using nlohmann::json;
 using namespace std::chrono_literals;
+namespace fs = std::filesystem;
 
 // A port nothing listens on: bound (so nobody else takes it) but not listening.
 struct ClosedPort {
@@ -205,6 +209,172 @@ TEST(MetricsExport, PortInUseIsARuntimeErrorWithNothingLoaded) {
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
   EXPECT_EQ(tool.stdout_text(), "");
   EXPECT_EQ(loaded_bpf_program_ids(), before);
+}
+
+// ---------------------------------------------------------------------------
+// End to end: a real Prometheus server (Debian's /usr/bin/prometheus) scrapes
+// the tool every second; its HTTP API must return the exact connect counts
+// and the latency quantile that the tool's own buckets give.
+
+const char* const kPrometheus = "/usr/bin/prometheus";
+
+// A temporary directory removed with everything in it, also on failure.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "tcptrace-prometheus-XXXXXX").string();
+    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// An instant query's result vector.
+json prometheus_query(uint16_t port, const std::string& promql) {
+  std::string encoded;
+  for (unsigned char c : promql) {
+    if (std::isalnum(c) || c == '_' || c == '.' || c == '-') {
+      encoded += static_cast<char>(c);
+    } else {
+      char hex[4];
+      std::snprintf(hex, sizeof hex, "%%%02X", c);
+      encoded += hex;
+    }
+  }
+  const HttpResponse response = http_get(port, "/api/v1/query?query=" + encoded);
+  if (response.status != 200) return json::array();
+  const json reply = json::parse(response.body, nullptr, false);
+  if (reply.is_discarded() || reply.value("status", "") != "success") return json::array();
+  return reply.at("data").at("result");
+}
+
+// The single value of a query, or NaN while it has none.
+double query_value(uint16_t port, const std::string& promql) {
+  const json result = prometheus_query(port, promql);
+  if (result.size() != 1) return std::nan("");
+  return std::stod(result[0].at("value").at(1).get<std::string>());
+}
+
+// Prometheus's histogram_quantile() on cumulative buckets (promql/quantile.go:
+// linear interpolation inside the bucket holding the rank; the first bucket
+// starts at 0 when its bound is positive).
+double histogram_quantile(double q, const std::vector<std::pair<double, double>>& buckets) {
+  const double total = buckets.back().second;
+  const double rank = q * total;
+  size_t b = 0;
+  while (b < buckets.size() - 1 && buckets[b].second < rank) ++b;
+  if (std::isinf(buckets[b].first)) return buckets[buckets.size() - 2].first;
+  double start = 0, count = buckets[b].second, end = buckets[b].first, below = 0;
+  if (b > 0) {
+    start = buckets[b - 1].first;
+    below = buckets[b - 1].second;
+    count -= below;
+  }
+  return start + (end - start) * ((rank - below) / count);
+}
+
+TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  struct stat st {};
+  if (::stat(kPrometheus, &st) != 0) {
+    if (running_in_ci()) FAIL() << "CI=true: " << kPrometheus << " is missing (scripts/setup installs prometheus)";
+    GTEST_SKIP() << kPrometheus << " is missing (Debian package prometheus)";
+  }
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  ClosedPort closed(AF_INET);
+  const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
+  auto tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports});
+  ASSERT_TRUE(tool);
+  const uint16_t tool_port = metrics_port(*tool);
+  ASSERT_NE(tool_port, 0) << tool->stderr_text();
+
+  fs::path data_dir;
+  {
+    TempDir dir;
+    ASSERT_FALSE(dir.path().empty());
+    data_dir = dir.path() / "data";
+    std::ofstream(dir.path() / "prometheus.yml") << "global:\n"
+                                                    "  scrape_interval: 1s\n"
+                                                    "  evaluation_interval: 1s\n"
+                                                    "scrape_configs:\n"
+                                                    "  - job_name: tcptrace\n"
+                                                    "    static_configs:\n"
+                                                    "      - targets: ['127.0.0.1:"
+                                                 << tool_port << "']\n";
+    const uint16_t prometheus_port = free_loopback_port();
+    ToolProcess prometheus({}, {"--config.file=" + (dir.path() / "prometheus.yml").string(),
+                                "--storage.tsdb.path=" + data_dir.string(),
+                                "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port)},
+                           kPrometheus);
+    ASSERT_TRUE(prometheus.wait_for_stderr("Server is ready to receive web requests", 60s))
+        << prometheus.stderr_text();
+
+    // One scrape before the traffic, so rate() has a sample to rise from.
+    for (int i = 0; i < 100 && query_value(prometheus_port, "up{job=\"tcptrace\"}") != 1; ++i) {
+      std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_EQ(query_value(prometheus_port, "up{job=\"tcptrace\"}"), 1) << prometheus.stderr_text();
+
+    make_connects(listener.local_port(), 6, closed.port, 3);
+    // Wait until Prometheus has scraped the tool after all nine connects.
+    const auto connects_of = [&](const std::string& outcome) {
+      return query_value(prometheus_port, "tcptrace_tcp_connects_total{job=\"tcptrace\",outcome=\"" + outcome + "\"}");
+    };
+    for (int i = 0; i < 150 && !(connects_of("established") == 6 && connects_of("refused") == 3); ++i) {
+      std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_EQ(connects_of("established"), 6) << prometheus.stderr_text();
+    EXPECT_EQ(connects_of("refused"), 3);
+    EXPECT_EQ(connects_of("timeout"), 0);
+
+    // The median connect latency, from Prometheus and from the tool's own
+    // buckets (nothing changes them any more: the port filter holds).
+    const auto series = scrape(tool_port);
+    std::vector<std::pair<double, double>> buckets;
+    const std::string prefix =
+        "tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"established\",le=\"";
+    for (double bound : {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                         1.0, 2.5, 5.0, 10.0}) {
+      std::ostringstream label;
+      label << bound;
+      buckets.emplace_back(bound, series.at(prefix + label.str() + "\"}"));
+    }
+    buckets.emplace_back(INFINITY, series.at(prefix + "+Inf\"}"));
+    ASSERT_EQ(buckets.back().second, 6);
+    const double expected = histogram_quantile(0.5, buckets);
+    const double p50 = query_value(prometheus_port,
+                                   "histogram_quantile(0.5, sum by (le) (tcptrace_tcp_connect_latency_seconds_bucket"
+                                   "{job=\"tcptrace\",outcome=\"established\"}))");
+    EXPECT_NEAR(p50, expected, 1e-9);
+    EXPECT_GT(p50, 0);
+    EXPECT_LE(p50, 0.1) << "a loopback connect";
+
+    // The README's fleet queries run and name the instance.
+    std::this_thread::sleep_for(2s);  // rate() needs two samples after the traffic
+    const json p99 = prometheus_query(
+        prometheus_port,
+        "histogram_quantile(0.99, sum by (le, instance) (rate(tcptrace_tcp_connect_latency_seconds_bucket[5m])))");
+    ASSERT_EQ(p99.size(), 1u) << p99;
+    EXPECT_EQ(p99[0].at("metric").at("instance"), "127.0.0.1:" + std::to_string(tool_port));
+    const double p99_seconds = std::stod(p99[0].at("value").at(1).get<std::string>());
+    EXPECT_GT(p99_seconds, 0) << p99;
+    EXPECT_LE(p99_seconds, 0.1) << p99;
+    const json refused_rate = prometheus_query(
+        prometheus_port, "sum by (instance) (rate(tcptrace_tcp_connects_total{outcome=\"refused\"}[1m]))");
+    ASSERT_EQ(refused_rate.size(), 1u) << refused_rate;
+    EXPECT_GT(std::stod(refused_rate[0].at("value").at(1).get<std::string>()), 0);
+
+    EXPECT_EQ(prometheus.stop(SIGTERM, 30s), 0) << prometheus.stderr_text();
+  }
+  EXPECT_FALSE(fs::exists(data_dir)) << "the server's data directory was removed";
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
 }
 
 }  // namespace
