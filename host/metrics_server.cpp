@@ -1,6 +1,7 @@
 #include "metrics_server.h"
 
 #include <CivetServer.h>
+#include <civetweb.h>
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
@@ -34,6 +35,12 @@ MetricsServer::~MetricsServer() = default;
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsAddress& address,
                                                             std::shared_ptr<prometheus::Registry> registry) {
+  // mg_check_feature(8): IPv6 support, which Debian 12's civetweb is built
+  // without; it would only say "invalid port spec".
+  if (address.ipv6 && mg_check_feature(8) == 0) {
+    return runtime_error("--metrics: cannot serve on " + address.listen_spec() +
+                         ": the civetweb library this tool uses has no IPv6 support; use an IPv4 address");
+  }
   static CivetCallbacks callbacks;
   callbacks.log_message = keep_start_message;
   std::string start_log;
