@@ -15,6 +15,8 @@
 #include "event_output.h"
 #include "kernel_headers.h"
 #include "kernel_probe.h"
+#include "metrics.h"
+#include "metrics_server.h"
 #include "program_loader.h"
 #include "program_source.h"
 #include "system_checks.h"
@@ -81,6 +83,8 @@ struct ActiveProgram {
   std::vector<uint64_t> misses_seen;  // recursion_misses per loaded function
   std::vector<uint64_t> ring_drops_seen;  // tcptrace_lost per CPU
   uint64_t misses_total = 0;
+  Metrics* metrics = nullptr;  // --metrics, else null
+  std::string metrics_fed;     // which program metrics its events feed
 
   // Detaches, then delivers what the buffers still hold.
   void stop() {
@@ -123,11 +127,21 @@ Status check_probe_kinds(const LoadedProgram& loaded) {
 }
 
 // Opens the buffers of a loaded program and attaches its probes.
+// With metrics, binds them to the program's event layouts first.
 Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> loaded, StdoutWriter& writer,
-                                                int buffer_pages, RawRecorder* recorder) {
+                                                int buffer_pages, RawRecorder* recorder, Metrics* metrics = nullptr,
+                                                bool json = true) {
   if (Status s = check_probe_kinds(*loaded); !s) return std::move(s).take_error();
   auto active = std::make_unique<ActiveProgram>();
-  active->sink = std::make_unique<EventOutput>(writer, loaded->decoders, loaded->table_names, recorder);
+  active->metrics = metrics;
+  if (metrics != nullptr) {
+    std::vector<const EventLayout*> layouts;
+    for (const auto& decoder : loaded->decoders) layouts.push_back(decoder ? &decoder->layout() : nullptr);
+    active->metrics_fed = metrics->bind(layouts, loaded->plan.hints);
+    metrics->set_probes_attached(0);
+  }
+  active->sink =
+      std::make_unique<EventOutput>(writer, loaded->decoders, loaded->table_names, recorder, metrics, json);
   auto reader = bcc::OutputReader::open(loaded->tables, *active->sink, buffer_pages);
   if (!reader) return std::move(reader).take_error();
   active->reader = std::move(reader).value();
@@ -137,6 +151,11 @@ Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> l
     active->attachments.push_back(std::move(attachment).value());
   }
   active->misses_seen.assign(loaded->functions.size(), 0);
+  if (metrics != nullptr) {
+    metrics->set_probes_attached(active->attachments.size());
+    metrics->set_program(loaded->plan.name, loaded->plan.method ? std::string(method_name(*loaded->plan.method)) : "",
+                         loaded->plan.ring_buffer ? "ringbuf" : "perf");
+  }
   active->loaded = std::move(loaded);
   return active;
 }
@@ -168,6 +187,7 @@ void report_ring_buffer_drops(ActiveProgram& active, StdoutWriter& writer) {
     const uint64_t lost = now[cpu] - active.ring_drops_seen[cpu];
     active.ring_drops_seen[cpu] = now[cpu];
     writer.add_lost(static_cast<int>(cpu), lost);
+    if (active.metrics != nullptr) active.metrics->add_lost_buffer(lost);
     report("lost " + std::to_string(lost) + " events on CPU " + std::to_string(cpu) +
            " (the ring buffer was full: the reader fell behind; a larger --buffer-pages helps)");
   }
@@ -184,6 +204,7 @@ void report_recursion_misses(ActiveProgram& active) {
              describe(function.probe()) +
              " (recursion_misses: the program was already running on that CPU); their events are lost");
       active.misses_total += now - active.misses_seen[i];
+      if (active.metrics != nullptr) active.metrics->add_skipped_runs(now - active.misses_seen[i]);
       active.misses_seen[i] = now;
     }
   }
@@ -254,6 +275,23 @@ Status run(const Options& options) {
     return {};
   }
 
+  // The metrics port is bound before anything is compiled or loaded: an
+  // address in use fails at once, with nothing to undo.
+  std::unique_ptr<Metrics> metrics;
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (options.metrics) {
+    MetricsConfig config;
+    config.dport_label = options.metrics_dport_label;
+    config.dport_limit = options.metrics_dport_limit;
+    config.version = TCPTRACE_VERSION;
+    config.bcc_version = TCPTRACE_BCC_VERSION;
+    metrics = std::make_unique<Metrics>(std::move(config));
+    auto server = MetricsServer::start(*options.metrics, metrics->registry());
+    if (!server) return std::move(server).take_error();
+    metrics_server = std::move(server).value();
+  }
+  const bool json = options.output == Options::Output::json;
+
   std::string tracefs_note;
   if (Status s = ensure_tracefs(tracefs_note); !s) return s;
   if (!tracefs_note.empty()) report(tracefs_note);
@@ -288,11 +326,17 @@ Status run(const Options& options) {
   }
   RawRecorder* const recording = recorder ? &*recorder : nullptr;
   SignalHandlers signals;
-  auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages, recording);
+  auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json);
   if (!activated) return std::move(activated).take_error();
   std::unique_ptr<ActiveProgram> active = std::move(activated).value();
   // The compiler is done: give LLVM's memory back (bcc_free_memory).
   bcc::Program::release_compiler_memory();
+  if (metrics_server) {
+    report("serving metrics at " + metrics_server->url() +
+           (active->metrics_fed.empty()
+                ? " (health only: the events carry neither states' nor connlat's fields)"
+                : " (" + active->metrics_fed + " metrics and health)"));
+  }
   report("ready: " + attached_text(*active));
 
   std::optional<FileWatch> watch;
@@ -314,7 +358,8 @@ Status run(const Options& options) {
     last_slow_check = monotonic_seconds();
     report_recursion_misses(*active);
     report_ring_buffer_drops(*active, writer);
-    if (writer.reader_closed()) break;
+    // Without event lines (--output none) stdout is not ours to watch.
+    if (json && writer.reader_closed()) break;
     if (!watch || !watch->changed()) continue;
 
     // --watch: build the new version beside the running one; swap only if
@@ -332,10 +377,12 @@ Status run(const Options& options) {
     // attach the new ones; the old buffers are drained before they close.
     active->stop();
     writer.flush();
-    auto next = activate(std::move(new_loaded).value(), writer, options.buffer_pages, recording);
+    auto next =
+        activate(std::move(new_loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json);
     if (!next) {
       report(next.error().message + "; re-attaching the previous version");
-      auto previous = activate(std::move(active->loaded), writer, options.buffer_pages, recording);
+      auto previous =
+          activate(std::move(active->loaded), writer, options.buffer_pages, recording, metrics.get(), json);
       if (!previous) return std::move(previous).take_error();
       // The same loaded functions: their counters continue.
       (*previous)->misses_seen = active->misses_seen;

@@ -61,25 +61,37 @@ void RawRecorder::flush() {
 }
 
 EventOutput::EventOutput(StdoutWriter& writer, std::vector<std::optional<EventDecoder>> decoders,
-                         std::vector<std::string> table_names, RawRecorder* recorder)
-    : writer_(writer), decoders_(std::move(decoders)), table_names_(std::move(table_names)), recorder_(recorder) {}
+                         std::vector<std::string> table_names, RawRecorder* recorder, Metrics* metrics,
+                         bool json)
+    : writer_(writer),
+      decoders_(std::move(decoders)),
+      table_names_(std::move(table_names)),
+      recorder_(recorder),
+      metrics_(metrics),
+      json_(json) {}
 
 void EventOutput::on_event(size_t table_index, const void* data, size_t size) {
   if (!writer_.wants_events()) return;
   if (recorder_ != nullptr) recorder_->record(table_index, data, size);
   const std::optional<EventDecoder>& decoder = decoders_.at(table_index);
   if (!decoder) return;
-  if (!decoder->append_json(writer_.buffer(), data, size)) {
+  // A truncated sample must never be read past its end, by the decoder or
+  // by the metrics.
+  if (size < decoder->layout().size) {
     writer_.add_truncated();
+    if (metrics_ != nullptr) metrics_->add_truncated();
     report("skipped a " + std::to_string(size) + "-byte sample from table '" + table_names_[table_index] +
            "': shorter than its " + std::to_string(decoder->layout().size) + "-byte event struct");
     return;
   }
+  if (metrics_ != nullptr) metrics_->observe(table_index, data);
+  if (json_) decoder->append_json(writer_.buffer(), data, size);
   writer_.event_appended();
 }
 
 void EventOutput::on_lost(size_t table_index, int cpu, uint64_t count) {
   writer_.add_lost(cpu, count);
+  if (metrics_ != nullptr) metrics_->add_lost_buffer(count);
   report("lost " + std::to_string(count) + " events on CPU " + std::to_string(cpu) + " (table '" +
          table_names_.at(table_index) + "': the reader fell behind; a larger --buffer-pages helps)");
 }

@@ -16,6 +16,7 @@
 
 #include "bcc_backend.h"
 #include "event_decoder.h"
+#include "metrics.h"
 
 namespace tcptrace {
 
@@ -77,9 +78,12 @@ class RawRecorder {
 class EventOutput final : public bcc::EventSink {
  public:
   // decoders[i] decodes table i; nullopt for a table the program never
-  // submits a struct to (nothing to decode).
+  // submits a struct to (nothing to decode). Each event goes to `metrics`
+  // when given, and becomes a JSON line unless `json` is false
+  // (--output none: no formatting at all).
   EventOutput(StdoutWriter& writer, std::vector<std::optional<EventDecoder>> decoders,
-              std::vector<std::string> table_names, RawRecorder* recorder = nullptr);
+              std::vector<std::string> table_names, RawRecorder* recorder = nullptr, Metrics* metrics = nullptr,
+              bool json = true);
 
   void on_event(size_t table_index, const void* data, size_t size) override;
   void on_lost(size_t table_index, int cpu, uint64_t count) override;
@@ -89,6 +93,8 @@ class EventOutput final : public bcc::EventSink {
   std::vector<std::optional<EventDecoder>> decoders_;
   std::vector<std::string> table_names_;
   RawRecorder* recorder_;
+  Metrics* metrics_;
+  bool json_;
 };
 
 }  // namespace tcptrace

@@ -45,6 +45,12 @@ cxxopts::Options make_parser() {
       ("buffer", "output buffers: auto, ringbuf or perf", cxxopts::value<std::string>(), "KIND")
       ("buffer-pages", "buffer pages per CPU (power of two, default 64)",
        cxxopts::value<std::string>(), "N")
+      ("metrics", "serve Prometheus metrics at http://ADDR/metrics (IP:PORT, e.g. 127.0.0.1:9464)",
+       cxxopts::value<std::string>(), "ADDR")
+      ("output", "event lines on stdout: json (default) or none", cxxopts::value<std::string>(), "KIND")
+      ("metrics-label", "add an opt-in label to the metrics: dport", cxxopts::value<std::string>(), "LABEL")
+      ("metrics-label-limit", "distinct values the opt-in label keeps before folding the rest into \"other\" "
+       "(default 10, at most 100)", cxxopts::value<std::string>(), "N")
       ("h,help", "print this help")
       ("version", "print the version");
   return parser;
@@ -138,7 +144,8 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     }
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
                                "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
-                               "program-file", "list", "print-source", "watch", "record-raw", "buffer"}) {
+                               "program-file", "list", "print-source", "watch", "record-raw", "buffer", "metrics", "output",
+                               "metrics-label", "metrics-label-limit"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
@@ -205,6 +212,39 @@ Result<Options> parse_options(int argc, const char* const* argv) {
         return usage_error("--buffer: '" + text + "' is not one of auto, ringbuf, perf");
       }
     }
+    if (parsed.count("metrics")) {
+      auto address = parse_metrics_address(parsed["metrics"].as<std::string>());
+      if (!address) return std::move(address).take_error();
+      options.metrics = std::move(address).value();
+    }
+    if (parsed.count("output")) {
+      const std::string text = parsed["output"].as<std::string>();
+      if (text == "json") {
+        options.output = Options::Output::json;
+      } else if (text == "none") {
+        options.output = Options::Output::none;
+      } else {
+        return usage_error("--output: '" + text + "' is not one of json, none");
+      }
+    }
+    if (parsed.count("metrics-label")) {
+      const std::string text = parsed["metrics-label"].as<std::string>();
+      // Only labels with a bounded, useful set of values are offered; pid,
+      // addresses and source ports would make a series per connection.
+      if (text != "dport") return usage_error("--metrics-label: '" + text + "' is not one of dport");
+      options.metrics_dport_label = true;
+    }
+    if (parsed.count("metrics-label-limit")) {
+      const std::string text = parsed["metrics-label-limit"].as<std::string>();
+      auto limit = parse_number<size_t>("metrics-label-limit", text);
+      if (!limit) return std::move(limit).take_error();
+      if (*limit < 1 || *limit > kMaxDportLimit) {
+        return usage_error("--metrics-label-limit: '" + text + "' must be from 1 to " +
+                           std::to_string(kMaxDportLimit));
+      }
+      if (!options.metrics_dport_label) return usage_error("--metrics-label-limit needs --metrics-label");
+      options.metrics_dport_limit = *limit;
+    }
     const bool v4 = parsed.count("ipv4") > 0;
     const bool v6 = parsed.count("ipv6") > 0;
     if (v4 && v6) return usage_error("-4 and -6 exclude each other (give neither to trace both)");
@@ -251,6 +291,14 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     return usage_error("--watch runs a program; it does not go with --check or --print-source");
   }
   if (options.check && options.print_source) return usage_error("--check and --print-source exclude each other");
+  if (options.metrics_dport_label && !options.metrics) return usage_error("--metrics-label needs --metrics ADDR");
+  if (options.metrics && (options.check || options.print_source)) {
+    return usage_error("--metrics serves a running program; it does not go with --check or --print-source");
+  }
+  // Events that go nowhere are a mistake, not a mode.
+  if (options.output == Options::Output::none && !options.metrics && !options.record_raw) {
+    return usage_error("--output none needs --metrics ADDR (or --record-raw FILE): the events would go nowhere");
+  }
   const FilterSpec& f = options.filters;
   if (f.sport) options.filters_given.push_back("sport");
   if (f.dport) options.filters_given.push_back("dport");

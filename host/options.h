@@ -9,6 +9,7 @@
 
 #include "attach_method.h"
 #include "filter_macros.h"
+#include "metrics.h"
 #include "result.h"
 
 namespace tcptrace {
@@ -35,6 +36,10 @@ struct Options {
   bool list = false;                        // --list
   bool watch = false;                       // --watch
   std::optional<std::string> record_raw;    // --record-raw FILE
+  std::optional<MetricsAddress> metrics;    // --metrics ADDR
+  enum class Output { json, none } output = Output::json;  // --output
+  bool metrics_dport_label = false;         // --metrics-label dport
+  size_t metrics_dport_limit = kDefaultDportLimit;  // --metrics-label-limit
   // Filter options given, by name without "--" (validated against what the
   // program honours once its source is read).
   std::vector<std::string> filters_given;

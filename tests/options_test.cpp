@@ -186,6 +186,29 @@ TEST(OptionsTest, LargestCount) {
   EXPECT_EQ(options->count, UINT64_MAX);
 }
 
+TEST(OptionsTest, MetricsOptions) {
+  auto options = parse({"--program", "connlat", "--metrics", "0.0.0.0:9464", "--output", "none", "--metrics-label",
+                        "dport", "--metrics-label-limit", "25"});
+  ASSERT_TRUE(options.ok()) << options.error().message;
+  ASSERT_TRUE(options->metrics.has_value());
+  EXPECT_EQ(options->metrics->host, "0.0.0.0");
+  EXPECT_EQ(options->metrics->port, 9464);
+  EXPECT_EQ(options->output, Options::Output::none);
+  EXPECT_TRUE(options->metrics_dport_label);
+  EXPECT_EQ(options->metrics_dport_limit, 25u);
+}
+
+TEST(OptionsTest, MetricsDefaults) {
+  auto options = parse({"--program", "connlat"});
+  ASSERT_TRUE(options.ok());
+  EXPECT_FALSE(options->metrics.has_value());
+  EXPECT_EQ(options->output, Options::Output::json);
+  EXPECT_FALSE(options->metrics_dport_label);
+  EXPECT_EQ(options->metrics_dport_limit, kDefaultDportLimit);
+  auto raw_only = parse({"--program", "connlat", "--output", "none", "--record-raw", "/tmp/x"});
+  EXPECT_TRUE(raw_only.ok()) << "recording raw samples without JSON is a use of --output none";
+}
+
 TEST(OptionsTest, UsageTextNamesTheOptions) {
   const std::string text = usage_text();
   for (const char* option : {"--program", "--programs-dir", "--sport", "--dport", "--duration", "--count",
@@ -268,6 +291,24 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--program", "states", "--buffer-pages", "-64"}, "--buffer-pages"},
         BadCase{{"--program", "states", "--buffer-pages", "131072"}, "--buffer-pages"},
         BadCase{{"--program", "states", "--buffer-pages", "many"}, "--buffer-pages"},
+        // metrics
+        BadCase{{"--program", "states", "--metrics", "localhost:9464"}, "--metrics"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1"}, "--metrics"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:65536"}, "--metrics"},
+        BadCase{{"--program", "states", "--metrics", ":1", "--metrics", ":2"}, "--metrics"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--check"}, "--metrics"},
+        BadCase{{"--program", "states", "--output", "text"}, "--output"},
+        BadCase{{"--program", "states", "--output", "none"}, "--output none"},
+        BadCase{{"--program", "states", "--metrics-label", "dport"}, "--metrics-label"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "pid"}, "--metrics-label"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label-limit", "5"},
+                "--metrics-label-limit"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "dport",
+                 "--metrics-label-limit", "0"},
+                "--metrics-label-limit"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "dport",
+                 "--metrics-label-limit", "101"},
+                "--metrics-label-limit"},
         // unknown, repeated, missing
         BadCase{{"--program", "states", "--frobnicate"}, "frobnicate"},
         BadCase{{"--program", "states", "-x"}, "x"},

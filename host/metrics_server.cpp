@@ -1,0 +1,75 @@
+#include "metrics_server.h"
+
+#include <CivetServer.h>
+#include <civetweb.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+
+#include <mutex>
+#include <stdexcept>
+
+namespace tcptrace {
+namespace {
+
+// civetweb explains a failed start ("cannot bind to 127.0.0.1:9464: Address
+// already in use") only through its log callback; the exception it throws
+// says no more than "null context". The callback keeps the first message of
+// a start for the error line; later messages (a client's bad request) would
+// only be noise on stderr, which carries the tool's own lines.
+std::mutex g_log_mutex;
+std::string* g_start_log = nullptr;
+
+int keep_start_message(const mg_connection*, const char* message) {
+  std::lock_guard lock(g_log_mutex);
+  if (g_start_log != nullptr && g_start_log->empty() && message != nullptr) *g_start_log = message;
+  return 1;  // handled: civetweb prints nothing
+}
+
+}  // namespace
+
+MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer,
+                             std::shared_ptr<prometheus::Registry> registry, std::string url)
+    : exposer_(std::move(exposer)), registry_(std::move(registry)), url_(std::move(url)) {}
+
+MetricsServer::~MetricsServer() = default;
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsAddress& address,
+                                                            std::shared_ptr<prometheus::Registry> registry) {
+  // mg_check_feature(8): IPv6 support, which Debian 12's civetweb is built
+  // without; it would only say "invalid port spec".
+  if (address.ipv6 && mg_check_feature(8) == 0) {
+    return runtime_error("--metrics: cannot serve on " + address.listen_spec() +
+                         ": the civetweb library this tool uses has no IPv6 support; use an IPv4 address");
+  }
+  static CivetCallbacks callbacks;
+  callbacks.log_message = keep_start_message;
+  std::string start_log;
+  {
+    std::lock_guard lock(g_log_mutex);
+    g_start_log = &start_log;
+  }
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::string failure;
+  try {
+    // Two threads: one scrape at a time is the normal case, a second keeps a
+    // slow client from blocking Prometheus.
+    exposer = std::make_unique<prometheus::Exposer>(address.listen_spec(), 2, &callbacks);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  {
+    std::lock_guard lock(g_log_mutex);
+    g_start_log = nullptr;
+  }
+  if (!exposer) {
+    return runtime_error("--metrics: cannot serve on " + address.listen_spec() + ": " +
+                         (start_log.empty() ? failure : start_log));
+  }
+  exposer->RegisterCollectable(registry);
+  const std::vector<int> ports = exposer->GetListeningPorts();
+  const uint16_t port = ports.empty() ? address.port : static_cast<uint16_t>(ports.front());
+  std::string url = "http://" + address.authority(port) + "/metrics";
+  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(exposer), std::move(registry), std::move(url)));
+}
+
+}  // namespace tcptrace

@@ -1,0 +1,381 @@
+// --metrics against real loopback traffic: the tool serves /metrics on a
+// port it picks (127.0.0.1:0, named in its "serving metrics at" line), this
+// test makes connections itself and scrapes, and every count must be exact.
+// Port filters (--dport) keep other traffic on the machine out of the counts.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "http_get.h"
+#include "loopback.h"
+#include "tool_process.h"
+
+namespace tcptrace::testing {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// A port nothing listens on: bound (so nobody else takes it) but not listening.
+struct ClosedPort {
+  Socket holder;
+  uint16_t port;
+  explicit ClosedPort(int family) : holder(bind_loopback(family)), port(holder.local_port()) {}
+};
+
+// The port of "serving metrics at http://127.0.0.1:PORT/metrics".
+uint16_t metrics_port(ToolProcess& tool) {
+  const std::string err = tool.stderr_text();
+  const std::string marker = "serving metrics at http://127.0.0.1:";
+  const size_t at = err.find(marker);
+  if (at == std::string::npos) return 0;
+  return static_cast<uint16_t>(std::stoi(err.substr(at + marker.size())));
+}
+
+std::map<std::string, double> scrape(uint16_t port) {
+  const HttpResponse response = http_get(port, "/metrics");
+  EXPECT_EQ(response.status, 200) << response.headers;
+  return parse_exposition(response.body);
+}
+
+double value_or_zero(const std::map<std::string, double>& series, const std::string& name) {
+  const auto it = series.find(name);
+  return it == series.end() ? 0 : it->second;
+}
+
+// Scrapes until tcptrace_events_total reaches `events` (the tool reads its
+// buffers every 100 ms) or 10 s pass; returns the last scrape.
+std::map<std::string, double> scrape_after_events(uint16_t port, double events) {
+  std::map<std::string, double> series;
+  for (int i = 0; i < 100; ++i) {
+    series = scrape(port);
+    if (value_or_zero(series, "tcptrace_events_total") >= events) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  // A little longer: a count above the expected one must show up too.
+  std::this_thread::sleep_for(300ms);
+  return scrape(port);
+}
+
+void make_connects(uint16_t listening_port, int established, uint16_t closed_port, int refused) {
+  std::vector<Socket> open;
+  for (int i = 0; i < established; ++i) {
+    open.push_back(connect_loopback(AF_INET, listening_port));
+    EXPECT_GE(open.back().fd(), 0);
+  }
+  for (int i = 0; i < refused; ++i) {
+    EXPECT_LT(connect_loopback(AF_INET, closed_port).fd(), 0);
+    EXPECT_EQ(errno, ECONNREFUSED);
+  }
+}
+
+TEST(MetricsExport, ConnlatCountsEveryConnectExactlyWithOutputNone) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  ClosedPort closed(AF_INET);
+  const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
+  auto tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports});
+  ASSERT_TRUE(tool);
+  const uint16_t port = metrics_port(*tool);
+  ASSERT_NE(port, 0) << tool->stderr_text();
+
+  const auto before = scrape(port);
+  EXPECT_EQ(before.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 0);
+  EXPECT_EQ(before.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 0);
+
+  make_connects(listener.local_port(), 5, closed.port, 3);
+  const auto series = scrape_after_events(port, 8);
+  EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 5);
+  EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 3);
+  EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"timeout\"}"), 0);
+  EXPECT_EQ(series.at("tcptrace_events_total"), 8);
+  EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_count{family=\"ipv4\",outcome=\"established\"}"), 5);
+  EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_count{family=\"ipv4\",outcome=\"refused\"}"), 3);
+  // Loopback connects finish well within 100 ms.
+  EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"established\","
+                      "le=\"0.1\"}"),
+            5);
+  EXPECT_GT(series.at("tcptrace_tcp_connect_latency_seconds_sum{family=\"ipv4\",outcome=\"established\"}"), 0);
+  EXPECT_EQ(series.at("tcptrace_lost_events_total{reason=\"buffer\"}"), 0);
+  EXPECT_EQ(series.at("tcptrace_lost_events_total{reason=\"skipped_run\"}"), 0);
+  EXPECT_GE(series.at("tcptrace_probes_attached"), 1);
+  bool build_info = false;
+  for (const auto& [name, value] : series) build_info |= name.rfind("tcptrace_build_info{", 0) == 0 && value == 1;
+  EXPECT_TRUE(build_info);
+
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  EXPECT_EQ(tool->stdout_text(), "") << "--output none writes no event lines";
+  EXPECT_NE(tool->stderr_text().find("tcptrace-bcc: 8 events, 0 lost"), std::string::npos) << tool->stderr_text();
+}
+
+// JSON lines and metrics from one run count the same events: the
+// transitions the metrics report are exactly those of the printed lines.
+TEST(MetricsExport, StatesTransitionsMatchTheJsonLinesOfTheSameRun) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  // --dport: the client side of each connection (its CLOSE -> SYN_SENT
+  // already carries the remote port).
+  auto tool = start_ready({"--program", "states", "--metrics", "127.0.0.1:0", "--dport",
+                           std::to_string(listener.local_port())});
+  ASSERT_TRUE(tool);
+  const uint16_t port = metrics_port(*tool);
+  ASSERT_NE(port, 0) << tool->stderr_text();
+  constexpr int kConnections = 4;
+  for (int i = 0; i < kConnections; ++i) {
+    Socket client = connect_loopback(AF_INET, listener.local_port());
+    ASSERT_GE(client.fd(), 0);
+    Socket server = accept_one(listener);
+    client.close();  // the client closes first: FIN_WAIT1, FIN_WAIT2, TIME_WAIT
+    server.close();
+  }
+  ASSERT_TRUE(tool->wait_for_lines(kConnections * 2, 10s));
+  std::this_thread::sleep_for(500ms);
+  const auto series = scrape(port);
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+
+  std::map<std::string, double> from_lines;
+  size_t lines = 0;
+  for (const json& e : tool->events()) {
+    ++lines;
+    const std::string key = "tcptrace_tcp_state_transitions_total{family=\"ipv" + std::to_string(e.at("family").get<int>()) +
+                            "\",new_state=\"" + e.at("newstate").get<std::string>() + "\",old_state=\"" +
+                            e.at("oldstate").get<std::string>() + "\"}";
+    from_lines[key] += 1;
+  }
+  std::map<std::string, double> from_metrics;
+  for (const auto& [name, value] : series) {
+    if (name.rfind("tcptrace_tcp_state_transitions_total{", 0) == 0) from_metrics[name] = value;
+  }
+  EXPECT_EQ(from_metrics, from_lines);
+  EXPECT_EQ(series.at("tcptrace_events_total"), static_cast<double>(lines));
+  EXPECT_EQ(from_metrics["tcptrace_tcp_state_transitions_total{family=\"ipv4\",new_state=\"ESTABLISHED\",old_state="
+                         "\"SYN_SENT\"}"],
+            kConnections);
+  // Each connection's time in SYN_SENT was seen from its start.
+  EXPECT_EQ(series.at("tcptrace_tcp_state_duration_seconds_count{state=\"SYN_SENT\"}"), kConnections);
+  EXPECT_EQ(series.at("tcptrace_tcp_state_duration_seconds_bucket{state=\"SYN_SENT\",le=\"0.01\"}"), kConnections);
+}
+
+TEST(MetricsExport, DportLabelKeepsTheFirstPortsAndFoldsTheRest) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  ClosedPort closed(AF_INET);
+  const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
+  auto tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports,
+                           "--metrics-label", "dport", "--metrics-label-limit", "1"});
+  ASSERT_TRUE(tool);
+  const uint16_t port = metrics_port(*tool);
+  ASSERT_NE(port, 0) << tool->stderr_text();
+  // The listener's port is seen first and keeps its label; the closed
+  // port's connects fold into "other".
+  make_connects(listener.local_port(), 2, closed.port, 3);
+  const auto series = scrape_after_events(port, 5);
+  const std::string listening = std::to_string(listener.local_port());
+  EXPECT_EQ(series.at("tcptrace_tcp_connects_total{dport=\"" + listening + "\",outcome=\"established\"}"), 2);
+  EXPECT_EQ(series.at("tcptrace_tcp_connects_total{dport=\"other\",outcome=\"refused\"}"), 3);
+  EXPECT_EQ(series.count("tcptrace_tcp_connects_total{dport=\"" + std::to_string(closed.port) +
+                         "\",outcome=\"refused\"}"),
+            0u);
+  EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_count{dport=\"other\",family=\"ipv4\",outcome="
+                      "\"refused\"}"),
+            3);
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+}
+
+// A port another process holds: one line, exit 1, nothing loaded (the port
+// is bound before anything is compiled).
+TEST(MetricsExport, PortInUseIsARuntimeErrorWithNothingLoaded) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket holder = bind_loopback(AF_INET);
+  start_listening(holder);
+  const std::set<uint32_t> before = loaded_bpf_program_ids();
+  const std::string address = "127.0.0.1:" + std::to_string(holder.local_port());
+  ToolProcess tool({"--program", "connlat", "--metrics", address});
+  EXPECT_EQ(tool.wait_exit(60s), 1);
+  const std::string err = tool.stderr_text();
+  EXPECT_EQ(err.rfind("tcptrace-bcc: --metrics: cannot serve on " + address + ": ", 0), 0u) << err;
+  EXPECT_NE(err.find("in use"), std::string::npos) << "civetweb's reason is kept: " << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_EQ(tool.stdout_text(), "");
+  EXPECT_EQ(loaded_bpf_program_ids(), before);
+}
+
+// ---------------------------------------------------------------------------
+// End to end: a real Prometheus server (Debian's /usr/bin/prometheus) scrapes
+// the tool every second; its HTTP API must return the exact connect counts
+// and the latency quantile that the tool's own buckets give.
+
+const char* const kPrometheus = "/usr/bin/prometheus";
+
+// A temporary directory removed with everything in it, also on failure.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "tcptrace-prometheus-XXXXXX").string();
+    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// An instant query's result vector.
+json prometheus_query(uint16_t port, const std::string& promql) {
+  std::string encoded;
+  for (unsigned char c : promql) {
+    if (std::isalnum(c) || c == '_' || c == '.' || c == '-') {
+      encoded += static_cast<char>(c);
+    } else {
+      char hex[4];
+      std::snprintf(hex, sizeof hex, "%%%02X", c);
+      encoded += hex;
+    }
+  }
+  const HttpResponse response = http_get(port, "/api/v1/query?query=" + encoded);
+  if (response.status != 200) return json::array();
+  const json reply = json::parse(response.body, nullptr, false);
+  if (reply.is_discarded() || reply.value("status", "") != "success") return json::array();
+  return reply.at("data").at("result");
+}
+
+// The single value of a query, or NaN while it has none.
+double query_value(uint16_t port, const std::string& promql) {
+  const json result = prometheus_query(port, promql);
+  if (result.size() != 1) return std::nan("");
+  return std::stod(result[0].at("value").at(1).get<std::string>());
+}
+
+// Prometheus's histogram_quantile() on cumulative buckets (promql/quantile.go:
+// linear interpolation inside the bucket holding the rank; the first bucket
+// starts at 0 when its bound is positive).
+double histogram_quantile(double q, const std::vector<std::pair<double, double>>& buckets) {
+  const double total = buckets.back().second;
+  const double rank = q * total;
+  size_t b = 0;
+  while (b < buckets.size() - 1 && buckets[b].second < rank) ++b;
+  if (std::isinf(buckets[b].first)) return buckets[buckets.size() - 2].first;
+  double start = 0, count = buckets[b].second, end = buckets[b].first, below = 0;
+  if (b > 0) {
+    start = buckets[b - 1].first;
+    below = buckets[b - 1].second;
+    count -= below;
+  }
+  return start + (end - start) * ((rank - below) / count);
+}
+
+TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  struct stat st {};
+  if (::stat(kPrometheus, &st) != 0) {
+    if (running_in_ci()) FAIL() << "CI=true: " << kPrometheus << " is missing (scripts/setup installs prometheus)";
+    GTEST_SKIP() << kPrometheus << " is missing (Debian package prometheus)";
+  }
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  ClosedPort closed(AF_INET);
+  const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
+  auto tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports});
+  ASSERT_TRUE(tool);
+  const uint16_t tool_port = metrics_port(*tool);
+  ASSERT_NE(tool_port, 0) << tool->stderr_text();
+
+  fs::path data_dir;
+  {
+    TempDir dir;
+    ASSERT_FALSE(dir.path().empty());
+    data_dir = dir.path() / "data";
+    std::ofstream(dir.path() / "prometheus.yml") << "global:\n"
+                                                    "  scrape_interval: 1s\n"
+                                                    "  evaluation_interval: 1s\n"
+                                                    "scrape_configs:\n"
+                                                    "  - job_name: tcptrace\n"
+                                                    "    static_configs:\n"
+                                                    "      - targets: ['127.0.0.1:"
+                                                 << tool_port << "']\n";
+    const uint16_t prometheus_port = free_loopback_port();
+    ToolProcess prometheus({}, {"--config.file=" + (dir.path() / "prometheus.yml").string(),
+                                "--storage.tsdb.path=" + data_dir.string(),
+                                "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port)},
+                           kPrometheus);
+    ASSERT_TRUE(prometheus.wait_for_stderr("Server is ready to receive web requests", 60s))
+        << prometheus.stderr_text();
+
+    // One scrape before the traffic, so rate() has a sample to rise from.
+    for (int i = 0; i < 100 && query_value(prometheus_port, "up{job=\"tcptrace\"}") != 1; ++i) {
+      std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_EQ(query_value(prometheus_port, "up{job=\"tcptrace\"}"), 1) << prometheus.stderr_text();
+
+    make_connects(listener.local_port(), 6, closed.port, 3);
+    // Wait until Prometheus has scraped the tool after all nine connects.
+    const auto connects_of = [&](const std::string& outcome) {
+      return query_value(prometheus_port, "tcptrace_tcp_connects_total{job=\"tcptrace\",outcome=\"" + outcome + "\"}");
+    };
+    for (int i = 0; i < 150 && !(connects_of("established") == 6 && connects_of("refused") == 3); ++i) {
+      std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_EQ(connects_of("established"), 6) << prometheus.stderr_text();
+    EXPECT_EQ(connects_of("refused"), 3);
+    EXPECT_EQ(connects_of("timeout"), 0);
+
+    // The median connect latency, from Prometheus and from the tool's own
+    // buckets (nothing changes them any more: the port filter holds).
+    const auto series = scrape(tool_port);
+    std::vector<std::pair<double, double>> buckets;
+    const std::string prefix =
+        "tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"established\",le=\"";
+    for (double bound : {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                         1.0, 2.5, 5.0, 10.0}) {
+      std::ostringstream label;
+      label << bound;
+      buckets.emplace_back(bound, series.at(prefix + label.str() + "\"}"));
+    }
+    buckets.emplace_back(INFINITY, series.at(prefix + "+Inf\"}"));
+    ASSERT_EQ(buckets.back().second, 6);
+    const double expected = histogram_quantile(0.5, buckets);
+    const double p50 = query_value(prometheus_port,
+                                   "histogram_quantile(0.5, sum by (le) (tcptrace_tcp_connect_latency_seconds_bucket"
+                                   "{job=\"tcptrace\",outcome=\"established\"}))");
+    EXPECT_NEAR(p50, expected, 1e-9);
+    EXPECT_GT(p50, 0);
+    EXPECT_LE(p50, 0.1) << "a loopback connect";
+
+    // The README's fleet queries run and name the instance.
+    std::this_thread::sleep_for(2s);  // rate() needs two samples after the traffic
+    const json p99 = prometheus_query(
+        prometheus_port,
+        "histogram_quantile(0.99, sum by (le, instance) (rate(tcptrace_tcp_connect_latency_seconds_bucket[5m])))");
+    ASSERT_EQ(p99.size(), 1u) << p99;
+    EXPECT_EQ(p99[0].at("metric").at("instance"), "127.0.0.1:" + std::to_string(tool_port));
+    const double p99_seconds = std::stod(p99[0].at("value").at(1).get<std::string>());
+    EXPECT_GT(p99_seconds, 0) << p99;
+    EXPECT_LE(p99_seconds, 0.1) << p99;
+    const json refused_rate = prometheus_query(
+        prometheus_port, "sum by (instance) (rate(tcptrace_tcp_connects_total{outcome=\"refused\"}[1m]))");
+    ASSERT_EQ(refused_rate.size(), 1u) << refused_rate;
+    EXPECT_GT(std::stod(refused_rate[0].at("value").at(1).get<std::string>()), 0);
+
+    EXPECT_EQ(prometheus.stop(SIGTERM, 30s), 0) << prometheus.stderr_text();
+  }
+  EXPECT_FALSE(fs::exists(data_dir)) << "the server's data directory was removed";
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+}
+
+}  // namespace
+}  // namespace tcptrace::testing
