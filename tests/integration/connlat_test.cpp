@@ -56,13 +56,6 @@ bool kernel_has_kprobes() {
          stat("/sys/kernel/debug/tracing/kprobe_events", &st) == 0;
 }
 
-// A port nothing listens on: bound (so nobody else takes it) but not listening.
-struct ClosedPort {
-  Socket holder;
-  uint16_t port;
-  explicit ClosedPort(int family) : holder(bind_loopback(family)), port(holder.local_port()) {}
-};
-
 // An nftables table of the test's own with one rule for SYNs to one port;
 // removed in the destructor, so also when the test fails.
 class SynRule {

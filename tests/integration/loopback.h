@@ -91,4 +91,11 @@ inline Socket accept_one(const Socket& listener) {
   return Socket(::accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC));
 }
 
+// A port nothing listens on: bound (so nobody else takes it) but not listening.
+struct ClosedPort {
+  Socket holder;
+  uint16_t port;
+  explicit ClosedPort(int family) : holder(bind_loopback(family)), port(holder.local_port()) {}
+};
+
 }  // namespace tcptrace::testing

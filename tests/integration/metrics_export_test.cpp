@@ -24,13 +24,6 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// A port nothing listens on: bound (so nobody else takes it) but not listening.
-struct ClosedPort {
-  Socket holder;
-  uint16_t port;
-  explicit ClosedPort(int family) : holder(bind_loopback(family)), port(holder.local_port()) {}
-};
-
 // The port of "serving metrics at http://127.0.0.1:PORT/metrics".
 uint16_t metrics_port(ToolProcess& tool) {
   const std::string err = tool.stderr_text();
@@ -39,6 +32,22 @@ uint16_t metrics_port(ToolProcess& tool) {
   if (at == std::string::npos) return 0;
   return static_cast<uint16_t>(std::stoi(err.substr(at + marker.size())));
 }
+
+// connlat with metrics only, its --dport limited to a listener and a closed
+// port of the test's own, so other traffic on the machine stays out.
+struct ConnlatMetricsRun {
+  Socket listener = bind_loopback(AF_INET);
+  ClosedPort closed{AF_INET};
+  std::unique_ptr<ToolProcess> tool;
+  uint16_t metrics_port = 0;  // 0 when the tool did not start
+
+  ConnlatMetricsRun() {
+    start_listening(listener);
+    const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
+    tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports});
+    if (tool) metrics_port = tcptrace::testing::metrics_port(*tool);
+  }
+};
 
 std::map<std::string, double> scrape(uint16_t port) {
   const HttpResponse response = http_get(port, "/metrics");
@@ -79,14 +88,12 @@ void make_connects(uint16_t listening_port, int established, uint16_t closed_por
 
 TEST(MetricsExport, ConnlatCountsEveryConnectExactlyWithOutputNone) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  Socket listener = bind_loopback(AF_INET);
-  start_listening(listener);
-  ClosedPort closed(AF_INET);
-  const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
-  auto tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports});
-  ASSERT_TRUE(tool);
-  const uint16_t port = metrics_port(*tool);
-  ASSERT_NE(port, 0) << tool->stderr_text();
+  ConnlatMetricsRun run;
+  ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
+  Socket& listener = run.listener;
+  const ClosedPort& closed = run.closed;
+  auto& tool = run.tool;
+  const uint16_t port = run.metrics_port;
 
   const auto before = scrape(port);
   EXPECT_EQ(before.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 0);
@@ -286,14 +293,12 @@ TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
     if (running_in_ci()) FAIL() << "CI=true: " << kPrometheus << " is missing (scripts/setup installs prometheus)";
     GTEST_SKIP() << kPrometheus << " is missing (Debian package prometheus)";
   }
-  Socket listener = bind_loopback(AF_INET);
-  start_listening(listener);
-  ClosedPort closed(AF_INET);
-  const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
-  auto tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports});
-  ASSERT_TRUE(tool);
-  const uint16_t tool_port = metrics_port(*tool);
-  ASSERT_NE(tool_port, 0) << tool->stderr_text();
+  ConnlatMetricsRun run;
+  ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
+  Socket& listener = run.listener;
+  const ClosedPort& closed = run.closed;
+  auto& tool = run.tool;
+  const uint16_t tool_port = run.metrics_port;
 
   fs::path data_dir;
   {
