@@ -41,10 +41,13 @@ struct ConnlatMetricsRun {
   std::unique_ptr<ToolProcess> tool;
   uint16_t metrics_port = 0;  // 0 when the tool did not start
 
-  ConnlatMetricsRun() {
+  explicit ConnlatMetricsRun(const std::vector<std::string>& more_options = {}) {
     start_listening(listener);
     const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
-    tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports});
+    std::vector<std::string> options = {"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none",
+                                        "--dport", ports};
+    options.insert(options.end(), more_options.begin(), more_options.end());
+    tool = start_ready(options);
     if (tool) metrics_port = tcptrace::testing::metrics_port(*tool);
   }
 };
@@ -90,17 +93,13 @@ TEST(MetricsExport, ConnlatCountsEveryConnectExactlyWithOutputNone) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   ConnlatMetricsRun run;
   ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
-  Socket& listener = run.listener;
-  const ClosedPort& closed = run.closed;
-  auto& tool = run.tool;
-  const uint16_t port = run.metrics_port;
 
-  const auto before = scrape(port);
+  const auto before = scrape(run.metrics_port);
   EXPECT_EQ(before.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 0);
   EXPECT_EQ(before.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 0);
 
-  make_connects(listener.local_port(), 5, closed.port, 3);
-  const auto series = scrape_after_events(port, 8);
+  make_connects(run.listener.local_port(), 5, run.closed.port, 3);
+  const auto series = scrape_after_events(run.metrics_port, 8);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 5);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 3);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"timeout\"}"), 0);
@@ -119,9 +118,10 @@ TEST(MetricsExport, ConnlatCountsEveryConnectExactlyWithOutputNone) {
   for (const auto& [name, value] : series) build_info |= name.rfind("tcptrace_build_info{", 0) == 0 && value == 1;
   EXPECT_TRUE(build_info);
 
-  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
-  EXPECT_EQ(tool->stdout_text(), "") << "--output none writes no event lines";
-  EXPECT_NE(tool->stderr_text().find("tcptrace-bcc: 8 events, 0 lost"), std::string::npos) << tool->stderr_text();
+  EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
+  EXPECT_EQ(run.tool->stdout_text(), "") << "--output none writes no event lines";
+  const std::string err = run.tool->stderr_text();
+  EXPECT_NE(err.find("tcptrace-bcc: 8 events, 0 lost"), std::string::npos) << err;
 }
 
 // JSON lines and metrics from one run count the same events: the
@@ -175,29 +175,22 @@ TEST(MetricsExport, StatesTransitionsMatchTheJsonLinesOfTheSameRun) {
 
 TEST(MetricsExport, DportLabelKeepsTheFirstPortsAndFoldsTheRest) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  Socket listener = bind_loopback(AF_INET);
-  start_listening(listener);
-  ClosedPort closed(AF_INET);
-  const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
-  auto tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none", "--dport", ports,
-                           "--metrics-label", "dport", "--metrics-label-limit", "1"});
-  ASSERT_TRUE(tool);
-  const uint16_t port = metrics_port(*tool);
-  ASSERT_NE(port, 0) << tool->stderr_text();
+  ConnlatMetricsRun run({"--metrics-label", "dport", "--metrics-label-limit", "1"});
+  ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
   // The listener's port is seen first and keeps its label; the closed
   // port's connects fold into "other".
-  make_connects(listener.local_port(), 2, closed.port, 3);
-  const auto series = scrape_after_events(port, 5);
-  const std::string listening = std::to_string(listener.local_port());
+  make_connects(run.listener.local_port(), 2, run.closed.port, 3);
+  const auto series = scrape_after_events(run.metrics_port, 5);
+  const std::string listening = std::to_string(run.listener.local_port());
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{dport=\"" + listening + "\",outcome=\"established\"}"), 2);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{dport=\"other\",outcome=\"refused\"}"), 3);
-  EXPECT_EQ(series.count("tcptrace_tcp_connects_total{dport=\"" + std::to_string(closed.port) +
+  EXPECT_EQ(series.count("tcptrace_tcp_connects_total{dport=\"" + std::to_string(run.closed.port) +
                          "\",outcome=\"refused\"}"),
             0u);
   EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_count{dport=\"other\",family=\"ipv4\",outcome="
                       "\"refused\"}"),
             3);
-  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
 }
 
 // A port another process holds: one line, exit 1, nothing loaded (the port
@@ -295,10 +288,6 @@ TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
   }
   ConnlatMetricsRun run;
   ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
-  Socket& listener = run.listener;
-  const ClosedPort& closed = run.closed;
-  auto& tool = run.tool;
-  const uint16_t tool_port = run.metrics_port;
 
   fs::path data_dir;
   {
@@ -312,7 +301,7 @@ TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
                                                     "  - job_name: tcptrace\n"
                                                     "    static_configs:\n"
                                                     "      - targets: ['127.0.0.1:"
-                                                 << tool_port << "']\n";
+                                                 << run.metrics_port << "']\n";
     const uint16_t prometheus_port = free_loopback_port();
     ToolProcess prometheus({}, {"--config.file=" + (dir.path() / "prometheus.yml").string(),
                                 "--storage.tsdb.path=" + data_dir.string(),
@@ -327,7 +316,7 @@ TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
     }
     ASSERT_EQ(query_value(prometheus_port, "up{job=\"tcptrace\"}"), 1) << prometheus.stderr_text();
 
-    make_connects(listener.local_port(), 6, closed.port, 3);
+    make_connects(run.listener.local_port(), 6, run.closed.port, 3);
     // Wait until Prometheus has scraped the tool after all nine connects.
     const auto connects_of = [&](const std::string& outcome) {
       return query_value(prometheus_port, "tcptrace_tcp_connects_total{job=\"tcptrace\",outcome=\"" + outcome + "\"}");
@@ -341,7 +330,7 @@ TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
 
     // The median connect latency, from Prometheus and from the tool's own
     // buckets (nothing changes them any more: the port filter holds).
-    const auto series = scrape(tool_port);
+    const auto series = scrape(run.metrics_port);
     std::vector<std::pair<double, double>> buckets;
     const std::string prefix =
         "tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"established\",le=\"";
@@ -367,7 +356,7 @@ TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
         prometheus_port,
         "histogram_quantile(0.99, sum by (le, instance) (rate(tcptrace_tcp_connect_latency_seconds_bucket[5m])))");
     ASSERT_EQ(p99.size(), 1u) << p99;
-    EXPECT_EQ(p99[0].at("metric").at("instance"), "127.0.0.1:" + std::to_string(tool_port));
+    EXPECT_EQ(p99[0].at("metric").at("instance"), "127.0.0.1:" + std::to_string(run.metrics_port));
     const double p99_seconds = std::stod(p99[0].at("value").at(1).get<std::string>());
     EXPECT_GT(p99_seconds, 0) << p99;
     EXPECT_LE(p99_seconds, 0.1) << p99;
@@ -379,7 +368,7 @@ TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
     EXPECT_EQ(prometheus.stop(SIGTERM, 30s), 0) << prometheus.stderr_text();
   }
   EXPECT_FALSE(fs::exists(data_dir)) << "the server's data directory was removed";
-  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
 }
 
 }  // namespace
