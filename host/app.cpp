@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
 
 #include "bcc_backend.h"
 #include "diagnostics.h"
@@ -72,6 +74,50 @@ Result<ProgramSource> read_source(const Options& options, const ProgramLocations
   return read_named_program(where, *options.program);
 }
 
+// Reads the maps of a program that aggregates in the kernel into the
+// metrics: at every scrape (on the metrics server's thread) and once more
+// when the program stops, so nothing counted before it detached is lost.
+// The lock also keeps a scrape from reading maps whose fds are closing.
+class AggregateScraper {
+ public:
+  explicit AggregateScraper(Metrics& metrics) : metrics_(metrics) {}
+  AggregateScraper(const AggregateScraper&) = delete;
+  AggregateScraper& operator=(const AggregateScraper&) = delete;
+
+  void start(LoadedProgram& program) {
+    std::lock_guard lock(mutex_);
+    program_ = &program;
+  }
+  // A last read, then no more; only if `program` is the one being read.
+  void stop(const LoadedProgram& program) {
+    std::lock_guard lock(mutex_);
+    if (program_ != &program) return;
+    read_locked();
+    program_ = nullptr;
+  }
+  void refresh() {
+    std::lock_guard lock(mutex_);
+    read_locked();
+  }
+  // Events counted in the kernel since the tool started, over all versions.
+  uint64_t events() {
+    std::lock_guard lock(mutex_);
+    return events_;
+  }
+
+ private:
+  void read_locked() {
+    if (program_ == nullptr || !program_->aggregates) return;
+    AggregateMaps& maps = *program_->aggregates;
+    events_ += maps.feed.feed(read_aggregate_maps(maps), metrics_);
+  }
+
+  Metrics& metrics_;
+  std::mutex mutex_;
+  LoadedProgram* program_ = nullptr;
+  uint64_t events_ = 0;
+};
+
 // A program version that is attached and delivering events. Members are
 // destroyed in reverse order: probes detach first, then the buffers close,
 // then the sink and the loaded program go.
@@ -85,11 +131,30 @@ struct ActiveProgram {
   uint64_t misses_total = 0;
   Metrics* metrics = nullptr;  // --metrics, else null
   std::string metrics_fed;     // which program metrics its events feed
+  AggregateScraper* scraper = nullptr;  // reading loaded's maps, when it aggregates in the kernel
 
-  // Detaches, then delivers what the buffers still hold.
+  ActiveProgram() = default;
+  ActiveProgram(const ActiveProgram&) = delete;
+  ActiveProgram& operator=(const ActiveProgram&) = delete;
+  ~ActiveProgram() {
+    if (scraper != nullptr && loaded) scraper->stop(*loaded);
+  }
+
+  // Detaches, then delivers what the buffers still hold (or reads the
+  // kernel's counts a last time).
   void stop() {
     attachments.clear();
     if (reader) reader->drain();
+    if (scraper != nullptr && loaded) scraper->stop(*loaded);
+  }
+
+  // Waits up to timeout_ms for events and delivers them; false when polling
+  // failed. A program counting in the kernel has no buffers: it only waits
+  // (a signal ends the wait early, as it does a poll).
+  bool wait_for_events(int timeout_ms) {
+    if (reader) return reader->poll(timeout_ms);
+    ::poll(nullptr, 0, timeout_ms);
+    return true;
   }
 };
 
@@ -128,23 +193,33 @@ Status check_probe_kinds(const LoadedProgram& loaded) {
 
 // Opens the buffers of a loaded program and attaches its probes.
 // With metrics, binds them to the program's event layouts first.
+// With metrics from a program that aggregates in the kernel, `scraper`
+// reads its maps from the moment its probes are attached.
 Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> loaded, StdoutWriter& writer,
                                                 int buffer_pages, RawRecorder* recorder, Metrics* metrics = nullptr,
-                                                bool json = true) {
+                                                bool json = true, AggregateScraper* scraper = nullptr) {
   if (Status s = check_probe_kinds(*loaded); !s) return std::move(s).take_error();
   auto active = std::make_unique<ActiveProgram>();
   active->metrics = metrics;
+  const BuildPlan& plan = loaded->plan;
   if (metrics != nullptr) {
-    std::vector<const EventLayout*> layouts;
-    for (const auto& decoder : loaded->decoders) layouts.push_back(decoder ? &decoder->layout() : nullptr);
-    active->metrics_fed = metrics->bind(layouts, loaded->plan.hints);
+    if (loaded->aggregates) {
+      active->metrics_fed = metrics->bind_aggregates(plan.annotations.aggregates_states,
+                                                     plan.annotations.aggregates_connlat, plan.hints);
+    } else {
+      std::vector<const EventLayout*> layouts;
+      for (const auto& decoder : loaded->decoders) layouts.push_back(decoder ? &decoder->layout() : nullptr);
+      active->metrics_fed = metrics->bind(layouts, plan.hints);
+    }
     metrics->set_probes_attached(0);
   }
   active->sink =
       std::make_unique<EventOutput>(writer, loaded->decoders, loaded->table_names, recorder, metrics, json);
-  auto reader = bcc::OutputReader::open(loaded->tables, *active->sink, buffer_pages);
-  if (!reader) return std::move(reader).take_error();
-  active->reader = std::move(reader).value();
+  if (!loaded->tables.empty()) {
+    auto reader = bcc::OutputReader::open(loaded->tables, *active->sink, buffer_pages);
+    if (!reader) return std::move(reader).take_error();
+    active->reader = std::move(reader).value();
+  }
   for (const bcc::LoadedFunction& function : loaded->functions) {
     auto attachment = bcc::Attachment::attach(function);
     if (!attachment) return std::move(attachment).take_error();
@@ -153,10 +228,15 @@ Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> l
   active->misses_seen.assign(loaded->functions.size(), 0);
   if (metrics != nullptr) {
     metrics->set_probes_attached(active->attachments.size());
-    metrics->set_program(loaded->plan.name, loaded->plan.method ? std::string(method_name(*loaded->plan.method)) : "",
-                         loaded->plan.ring_buffer ? "ringbuf" : "perf");
+    metrics->set_program(plan.name, plan.method ? std::string(method_name(*plan.method)) : "",
+                         loaded->aggregates ? "none" : plan.ring_buffer ? "ringbuf" : "perf",
+                         loaded->aggregates ? "kernel" : "host");
   }
   active->loaded = std::move(loaded);
+  if (scraper != nullptr && active->loaded->aggregates) {
+    scraper->start(*active->loaded);
+    active->scraper = scraper;
+  }
   return active;
 }
 
@@ -168,7 +248,9 @@ std::string attached_text(const ActiveProgram& active) {
   }
   std::string method =
       loaded.plan.method ? " (attach: " + std::string(method_name(*loaded.plan.method)) + ")" : "";
-  if (loaded.plan.annotations.ring_buffer_capable) {
+  if (loaded.aggregates) {
+    method += " (counting in the kernel)";
+  } else if (loaded.plan.annotations.ring_buffer_capable) {
     method += loaded.plan.ring_buffer ? " (ring buffer)" : " (perf buffers)";
   }
   const size_t n = active.attachments.size();
@@ -229,14 +311,17 @@ class FileWatch {
   std::pair<long long, off_t> stamp_{-1, -1};
 };
 
-std::string summary_line(const StdoutWriter& writer, uint64_t skipped) {
+// kernel_events: events counted in the kernel (in-kernel aggregation),
+// which never reached the writer.
+std::string summary_line(const StdoutWriter& writer, uint64_t skipped, std::optional<uint64_t> kernel_events) {
   std::string lost = std::to_string(writer.lost()) + " lost (buffer";
   for (const auto& [cpu, count] : writer.lost_by_cpu()) {
     lost += ", CPU " + std::to_string(cpu) + ": " + std::to_string(count);
   }
   lost += ")";
-  std::string line = std::to_string(writer.events()) + " events, " + lost + ", " + std::to_string(skipped) +
-                     " skipped runs (recursion_misses)";
+  const std::string events = kernel_events ? std::to_string(*kernel_events) + " events (counted in the kernel)"
+                                           : std::to_string(writer.events()) + " events";
+  std::string line = events + ", " + lost + ", " + std::to_string(skipped) + " skipped runs (recursion_misses)";
   if (writer.truncated() > 0) line += ", " + std::to_string(writer.truncated()) + " truncated samples";
   if (g_stop_signal != 0) line += "; stopped by " + std::string(g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
   return line;
@@ -277,7 +362,10 @@ Status run(const Options& options) {
 
   // The metrics port is bound before anything is compiled or loaded: an
   // address in use fails at once, with nothing to undo.
+  // Declared in this order so the server (whose scrapes use the scraper,
+  // which feeds the metrics) stops first.
   std::unique_ptr<Metrics> metrics;
+  std::unique_ptr<AggregateScraper> scraper;
   std::unique_ptr<MetricsServer> metrics_server;
   if (options.metrics) {
     MetricsConfig config;
@@ -286,7 +374,9 @@ Status run(const Options& options) {
     config.version = TCPTRACE_VERSION;
     config.bcc_version = TCPTRACE_BCC_VERSION;
     metrics = std::make_unique<Metrics>(std::move(config));
-    auto server = MetricsServer::start(*options.metrics, metrics->registry());
+    scraper = std::make_unique<AggregateScraper>(*metrics);
+    auto server = MetricsServer::start(*options.metrics, metrics->registry(),
+                                       [reader = scraper.get()] { reader->refresh(); });
     if (!server) return std::move(server).take_error();
     metrics_server = std::move(server).value();
   }
@@ -326,7 +416,7 @@ Status run(const Options& options) {
   }
   RawRecorder* const recording = recorder ? &*recorder : nullptr;
   SignalHandlers signals;
-  auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json);
+  auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json, scraper.get());
   if (!activated) return std::move(activated).take_error();
   std::unique_ptr<ActiveProgram> active = std::move(activated).value();
   // The compiler is done: give LLVM's memory back (bcc_free_memory).
@@ -335,7 +425,8 @@ Status run(const Options& options) {
     report("serving metrics at " + metrics_server->url() +
            (active->metrics_fed.empty()
                 ? " (health only: the events carry neither states' nor connlat's fields)"
-                : " (" + active->metrics_fed + " metrics and health)"));
+                : " (" + active->metrics_fed + " metrics" +
+                      (active->loaded->aggregates ? " counted in the kernel," : "") + " and health)"));
   }
   report("ready: " + attached_text(*active));
 
@@ -349,7 +440,7 @@ Status run(const Options& options) {
   bool polling_failed = false;
   while (g_stop_signal == 0 && writer.wants_events()) {
     if (options.duration_seconds && monotonic_seconds() - started >= *options.duration_seconds) break;
-    if (!active->reader->poll(kPollMs)) {
+    if (!active->wait_for_events(kPollMs)) {
       polling_failed = true;
       break;
     }
@@ -378,11 +469,11 @@ Status run(const Options& options) {
     active->stop();
     writer.flush();
     auto next =
-        activate(std::move(new_loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json);
+        activate(std::move(new_loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json, scraper.get());
     if (!next) {
       report(next.error().message + "; re-attaching the previous version");
       auto previous =
-          activate(std::move(active->loaded), writer, options.buffer_pages, recording, metrics.get(), json);
+          activate(std::move(active->loaded), writer, options.buffer_pages, recording, metrics.get(), json, scraper.get());
       if (!previous) return std::move(previous).take_error();
       // The same loaded functions: their counters continue.
       (*previous)->misses_seen = active->misses_seen;
@@ -405,9 +496,10 @@ Status run(const Options& options) {
   report_recursion_misses(*active);
   report_ring_buffer_drops(*active, writer);
   const uint64_t skipped = retired_misses + active->misses_total;
+  const bool kernel_counted = active->loaded->aggregates.has_value();
   active.reset();
   if (recorder) recorder->flush();
-  report(summary_line(writer, skipped));
+  report(summary_line(writer, skipped, kernel_counted ? std::optional<uint64_t>(scraper->events()) : std::nullopt));
   if (polling_failed) return runtime_error("polling the event buffers failed");
   return {};
 }

@@ -597,6 +597,42 @@ std::vector<uint64_t> read_percpu_u64(int map_fd) {
   return values;
 }
 
+Status check_percpu_array(int map_fd, const std::string& name, size_t entries, size_t words) {
+  bpf_map_info info{};
+  bpf_attr attr{};
+  attr.info.bpf_fd = static_cast<uint32_t>(map_fd);
+  attr.info.info_len = sizeof(info);
+  attr.info.info = reinterpret_cast<uint64_t>(&info);
+  if (::syscall(__NR_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr)) != 0) {
+    return runtime_error("cannot inspect map '" + name + "': " + std::strerror(errno));
+  }
+  const size_t value_size = words * sizeof(uint64_t);
+  if (info.type != BPF_MAP_TYPE_PERCPU_ARRAY || info.key_size != sizeof(uint32_t) ||
+      info.value_size != value_size || info.max_entries != entries) {
+    return runtime_error("map '" + name + "' must be BPF_PERCPU_ARRAY(" + name + ", <" +
+                         std::to_string(value_size) + "-byte value>, " + std::to_string(entries) +
+                         "); it is a map of type " + std::to_string(info.type) + " with " +
+                         std::to_string(info.max_entries) + " entries of " + std::to_string(info.value_size) +
+                         " bytes");
+  }
+  return {};
+}
+
+std::vector<uint64_t> read_percpu_array_sums(int map_fd, size_t entries, size_t words) {
+  // A per-CPU lookup returns the value of every possible CPU, one after the
+  // other (each a multiple of 8 bytes here).
+  const size_t cpus = possible_cpu_count();
+  std::vector<uint64_t> per_cpu(cpus * words);
+  std::vector<uint64_t> sums(entries * words, 0);
+  for (uint32_t key = 0; key < entries; ++key) {
+    if (bpf_lookup_elem(map_fd, &key, per_cpu.data()) != 0) return {};
+    for (size_t cpu = 0; cpu < cpus; ++cpu) {
+      for (size_t word = 0; word < words; ++word) sums[key * words + word] += per_cpu[cpu * words + word];
+    }
+  }
+  return sums;
+}
+
 size_t possible_cpu_count() {
   std::ifstream file("/sys/devices/system/cpu/possible");
   std::string text;

@@ -129,4 +129,12 @@ std::vector<int> online_cpus();
 // Entry 0 of a per-CPU array of u64, one value per possible CPU.
 std::vector<uint64_t> read_percpu_u64(int map_fd);
 
+// Checks that a map is a per-CPU array of `entries` values of `words` u64
+// each; a runtime error naming `name` and what it is instead otherwise.
+Status check_percpu_array(int map_fd, const std::string& name, size_t entries, size_t words);
+
+// Every entry of such a map, each of its u64 words summed over the possible
+// CPUs, flat: entry * words + word. Empty if a lookup fails.
+std::vector<uint64_t> read_percpu_array_sums(int map_fd, size_t entries, size_t words);
+
 }  // namespace tcptrace::bcc

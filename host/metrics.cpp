@@ -171,9 +171,11 @@ Metrics::Metrics(MetricsConfig config)
 
 Metrics::~Metrics() = default;
 
-void Metrics::set_program(const std::string& name, const std::string& attach, const std::string& buffer) {
+void Metrics::set_program(const std::string& name, const std::string& attach, const std::string& buffer,
+                          const std::string& aggregation) {
   if (program_info_child_ != nullptr) program_info_->Remove(program_info_child_);
-  program_info_child_ = &program_info_->Add({{"program", name}, {"attach", attach}, {"buffer", buffer}});
+  program_info_child_ = &program_info_->Add(
+      {{"program", name}, {"attach", attach}, {"buffer", buffer}, {"aggregation", aggregation}});
   program_info_child_->Set(1);
 }
 
@@ -200,60 +202,114 @@ std::string Metrics::bind(const std::vector<const EventLayout*>& layouts, const 
       binding.kind = TableBinding::Kind::connlat;
       binding.connlat = ConnlatTable{*outcome, *family, *latency, dport};
       feeds_connlat = true;
-      for (const FormatHint& hint : hints) {
-        if (hint.field == "outcome" && hint.format == FieldFormat::enumeration) outcome_names_ = hint.arguments;
-      }
     }
   }
+  return bind_aggregates(feeds_states, feeds_connlat, hints);
+}
 
-  if (feeds_states && transitions_ == nullptr) {
-    transitions_ = &prometheus::BuildCounter()
-                        .Name("tcptrace_tcp_state_transitions_total")
-                        .Help("TCP state changes, by old and new state and address family")
-                        .Register(*registry_);
-    state_durations_ = &prometheus::BuildHistogram()
-                            .Name("tcptrace_tcp_state_duration_seconds")
-                            .Help("Time a socket spent in a TCP state before leaving it (transitions whose "
-                                  "start the tracer did not see are not observed)")
-                            .Register(*registry_);
-    transition_children_.assign(kStates * kStates * kFamilies * dport_slots_, nullptr);
+std::string Metrics::bind_aggregates(bool states, bool connlat, const std::vector<FormatHint>& hints) {
+  if (states) create_states_families();
+  if (connlat) {
+    for (const FormatHint& hint : hints) {
+      if (hint.field == "outcome" && hint.format == FieldFormat::enumeration) outcome_names_ = hint.arguments;
+    }
+    create_connlat_families();
   }
-  if (feeds_connlat && connects_ == nullptr) {
-    connects_ = &prometheus::BuildCounter()
-                     .Name("tcptrace_tcp_connects_total")
-                     .Help("Active TCP connects that ended, by outcome")
-                     .Register(*registry_);
-    connect_latency_ = &prometheus::BuildHistogram()
-                            .Name("tcptrace_tcp_connect_latency_seconds")
-                            .Help("Time from connect() until the connection was established or failed")
-                            .Register(*registry_);
-    connect_children_.assign(kOutcomes * dport_slots_, nullptr);
-    latency_children_.assign(kOutcomes * kFamilies * dport_slots_, nullptr);
-    // Every outcome exists from the start (without the dport label), so
-    // rate(...{outcome="refused"}) is 0, not absent, on a node without any,
-    // and the first connects after start are not lost to rate(): a series
-    // created by its first observation has no earlier sample to rise from.
-    if (!config_.dport_label) {
-      for (size_t i = 0; i < outcome_names_.size() && i + 1 < kOutcomes; ++i) {
-        const std::string outcome = outcome_name(i);
-        connect_children_[i] = &connects_->Add({{"outcome", outcome}});
-        for (size_t family = 0; family < 2; ++family) {
-          latency_children_[i * kFamilies + family] = &connect_latency_->Add(
-              {{"outcome", outcome}, {"family", std::string(kFamilyLabels[family])}}, connect_latency_buckets());
-        }
-      }
+  return states && connlat ? "states, connlat" : states ? "states" : connlat ? "connlat" : "";
+}
+
+void Metrics::create_states_families() {
+  if (transitions_ != nullptr) return;
+  transitions_ = &prometheus::BuildCounter()
+                      .Name("tcptrace_tcp_state_transitions_total")
+                      .Help("TCP state changes, by old and new state and address family")
+                      .Register(*registry_);
+  state_durations_ = &prometheus::BuildHistogram()
+                          .Name("tcptrace_tcp_state_duration_seconds")
+                          .Help("Time a socket spent in a TCP state before leaving it (transitions whose "
+                                "start the tracer did not see are not observed)")
+                          .Register(*registry_);
+  transition_children_.assign(kStates * kStates * kFamilies * dport_slots_, nullptr);
+}
+
+void Metrics::create_connlat_families() {
+  if (connects_ != nullptr) return;
+  connects_ = &prometheus::BuildCounter()
+                   .Name("tcptrace_tcp_connects_total")
+                   .Help("Active TCP connects that ended, by outcome")
+                   .Register(*registry_);
+  connect_latency_ = &prometheus::BuildHistogram()
+                          .Name("tcptrace_tcp_connect_latency_seconds")
+                          .Help("Time from connect() until the connection was established or failed")
+                          .Register(*registry_);
+  connect_children_.assign(kOutcomes * dport_slots_, nullptr);
+  latency_children_.assign(kOutcomes * kFamilies * dport_slots_, nullptr);
+  // Every outcome exists from the start (without the dport label), so
+  // rate(...{outcome="refused"}) is 0, not absent, on a node without any,
+  // and the first connects after start are not lost to rate(): a series
+  // created by its first observation has no earlier sample to rise from.
+  if (!config_.dport_label) {
+    for (size_t i = 0; i < outcome_names_.size() && i + 1 < kOutcomes; ++i) {
+      connect_counter(i, 0, false);
+      for (size_t family = 0; family < 2; ++family) latency_histogram(i, family, 0, false);
     }
   }
-  return feeds_states && feeds_connlat ? "states, connlat" : feeds_states ? "states" : feeds_connlat ? "connlat" : "";
 }
 
 std::string Metrics::outcome_name(size_t index) const {
   return index < outcome_names_.size() && index + 1 < kOutcomes ? outcome_names_[index] : "unknown";
 }
 
+// The last slot is "unknown": values the program's enum() hint does not name.
+size_t Metrics::outcome_index(uint64_t outcome) const {
+  return outcome >= outcome_names_.size() || outcome >= kOutcomes - 1 ? kOutcomes - 1 : static_cast<size_t>(outcome);
+}
+
 size_t Metrics::dport_slot(const std::optional<Field>& dport, const unsigned char* data) {
   if (!dport) return 0;
   return dports_.slot(static_cast<uint16_t>(read_unsigned(data, dport->offset, dport->size)));
+}
+
+prometheus::Counter& Metrics::transition_counter(size_t old_state, size_t new_state, size_t family, size_t slot,
+                                                 bool labelled_dport) {
+  prometheus::Counter*& counter =
+      transition_children_[((old_state * kStates + new_state) * kFamilies + family) * dport_slots_ + slot];
+  if (counter == nullptr) {
+    prometheus::Labels labels = {{"old_state", state_label(old_state)},
+                                 {"new_state", state_label(new_state)},
+                                 {"family", std::string(kFamilyLabels[family])}};
+    if (labelled_dport) labels["dport"] = dports_.label(slot);
+    counter = &transitions_->Add(labels);
+  }
+  return *counter;
+}
+
+prometheus::Histogram& Metrics::duration_histogram(size_t state) {
+  prometheus::Histogram*& histogram = duration_children_[state];
+  if (histogram == nullptr) {
+    histogram = &state_durations_->Add({{"state", state_label(state)}}, state_duration_buckets());
+  }
+  return *histogram;
+}
+
+prometheus::Counter& Metrics::connect_counter(size_t outcome, size_t slot, bool labelled_dport) {
+  prometheus::Counter*& counter = connect_children_[outcome * dport_slots_ + slot];
+  if (counter == nullptr) {
+    prometheus::Labels labels = {{"outcome", outcome_name(outcome)}};
+    if (labelled_dport) labels["dport"] = dports_.label(slot);
+    counter = &connects_->Add(labels);
+  }
+  return *counter;
+}
+
+prometheus::Histogram& Metrics::latency_histogram(size_t outcome, size_t family, size_t slot, bool labelled_dport) {
+  prometheus::Histogram*& histogram = latency_children_[(outcome * kFamilies + family) * dport_slots_ + slot];
+  if (histogram == nullptr) {
+    prometheus::Labels labels = {{"outcome", outcome_name(outcome)}, {"family", std::string(kFamilyLabels[family])}};
+    if (labelled_dport) labels["dport"] = dports_.label(slot);
+    histogram = &connect_latency_->Add(labels, connect_latency_buckets());
+  }
+  return *histogram;
 }
 
 void Metrics::observe(size_t table_index, const void* data) {
@@ -281,53 +337,50 @@ void Metrics::observe_states(const StatesTable& table, const unsigned char* data
   if (new_state >= kStates) new_state = 0;
   const size_t family = family_index(read_unsigned(data, table.family.offset, table.family.size));
   const size_t slot = dport_slot(table.dport, data);
-  const size_t index = ((old_state * kStates + new_state) * kFamilies + family) * dport_slots_ + slot;
-  prometheus::Counter*& counter = transition_children_[index];
-  if (counter == nullptr) {
-    prometheus::Labels labels = {{"old_state", state_label(old_state)},
-                                 {"new_state", state_label(new_state)},
-                                 {"family", std::string(kFamilyLabels[family])}};
-    if (table.dport) labels["dport"] = dports_.label(slot);
-    counter = &transitions_->Add(labels);
-  }
-  counter->Increment();
+  transition_counter(old_state, new_state, family, slot, table.dport.has_value()).Increment();
 
   // delta_us is 0 when the tracer did not see the socket enter its old
   // state (the first transition of a new socket, or one older than the
   // tracer): no duration to observe.
   const uint64_t delta_us = read_unsigned(data, table.delta_us.offset, table.delta_us.size);
   if (delta_us == 0) return;
-  prometheus::Histogram*& histogram = duration_children_[old_state];
-  if (histogram == nullptr) {
-    histogram = &state_durations_->Add({{"state", state_label(old_state)}}, state_duration_buckets());
-  }
-  histogram->Observe(static_cast<double>(delta_us) / 1e6);
+  duration_histogram(old_state).Observe(static_cast<double>(delta_us) / 1e6);
 }
 
 void Metrics::observe_connlat(const ConnlatTable& table, const unsigned char* data) {
-  uint64_t outcome = read_unsigned(data, table.outcome.offset, table.outcome.size);
-  // The last slot is "unknown": values the program's enum() hint does not name.
-  if (outcome >= outcome_names_.size() || outcome >= kOutcomes - 1) outcome = kOutcomes - 1;
+  const size_t outcome = outcome_index(read_unsigned(data, table.outcome.offset, table.outcome.size));
   const size_t family = family_index(read_unsigned(data, table.family.offset, table.family.size));
   const size_t slot = dport_slot(table.dport, data);
-
-  prometheus::Counter*& counter = connect_children_[outcome * dport_slots_ + slot];
-  if (counter == nullptr) {
-    prometheus::Labels labels = {{"outcome", outcome_name(outcome)}};
-    if (table.dport) labels["dport"] = dports_.label(slot);
-    counter = &connects_->Add(labels);
-  }
-  counter->Increment();
-
-  prometheus::Histogram*& histogram = latency_children_[(outcome * kFamilies + family) * dport_slots_ + slot];
-  if (histogram == nullptr) {
-    prometheus::Labels labels = {{"outcome", outcome_name(outcome)}, {"family", std::string(kFamilyLabels[family])}};
-    if (table.dport) labels["dport"] = dports_.label(slot);
-    histogram = &connect_latency_->Add(labels, connect_latency_buckets());
-  }
+  const bool labelled = table.dport.has_value();
+  connect_counter(outcome, slot, labelled).Increment();
   const uint64_t latency_us = read_unsigned(data, table.latency_us.offset, table.latency_us.size);
-  histogram->Observe(static_cast<double>(latency_us) / 1e6);
+  latency_histogram(outcome, family, slot, labelled).Observe(static_cast<double>(latency_us) / 1e6);
 }
+
+void Metrics::add_transitions(size_t old_state, size_t new_state, size_t family, uint64_t count) {
+  if (transitions_ == nullptr || count == 0) return;
+  if (old_state >= kStates) old_state = 0;
+  if (new_state >= kStates) new_state = 0;
+  transition_counter(old_state, new_state, family < 2 ? family : 2, 0, false).Increment(static_cast<double>(count));
+}
+
+void Metrics::add_state_durations(size_t state, const std::vector<double>& bucket_increments, double sum_seconds) {
+  if (state_durations_ == nullptr) return;
+  duration_histogram(state < kStates ? state : 0).ObserveMultiple(bucket_increments, sum_seconds);
+}
+
+void Metrics::add_connects(size_t outcome, size_t family, const std::vector<double>& bucket_increments,
+                           double sum_seconds) {
+  if (connects_ == nullptr) return;
+  double count = 0;
+  for (double n : bucket_increments) count += n;
+  if (count == 0) return;
+  const size_t index = outcome_index(outcome);
+  connect_counter(index, 0, false).Increment(count);
+  latency_histogram(index, family < 2 ? family : 2, 0, false).ObserveMultiple(bucket_increments, sum_seconds);
+}
+
+void Metrics::add_events(uint64_t count) { events_->Increment(static_cast<double>(count)); }
 
 void Metrics::add_lost_buffer(uint64_t count) { lost_buffer_->Increment(static_cast<double>(count)); }
 void Metrics::add_skipped_runs(uint64_t count) { lost_skipped_->Increment(static_cast<double>(count)); }

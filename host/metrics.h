@@ -113,16 +113,31 @@ class Metrics {
   // (--watch). Returns what the program's events feed, for the ready line:
   // "states", "connlat", both ("states, connlat"), or "" (health only).
   std::string bind(const std::vector<const EventLayout*>& layouts, const std::vector<FormatHint>& hints);
+  // The same for a program that aggregates in the kernel
+  // (kernel_aggregation.h): `states` and `connlat` say which of its maps it
+  // has; the counts then arrive through the add_* calls below.
+  std::string bind_aggregates(bool states, bool connlat, const std::vector<FormatHint>& hints);
 
   // One event of table `table_index`, at least as long as its layout (the
   // caller checks). Counts it in tcptrace_events_total too.
   void observe(size_t table_index, const void* data);
 
+  // Counts aggregated in the kernel, as they grew since the last read.
+  // family: 0 ipv4, 1 ipv6. bucket_increments: one per bucket bound, then
+  // +Inf, as prometheus::Histogram::ObserveMultiple takes them.
+  void add_transitions(size_t old_state, size_t new_state, size_t family, uint64_t count);
+  void add_state_durations(size_t state, const std::vector<double>& bucket_increments, double sum_seconds);
+  void add_connects(size_t outcome, size_t family, const std::vector<double>& bucket_increments,
+                    double sum_seconds);
+  void add_events(uint64_t count);
+
   void add_lost_buffer(uint64_t count);
   void add_skipped_runs(uint64_t count);
   void add_truncated();
   void set_probes_attached(size_t count);
-  void set_program(const std::string& name, const std::string& attach, const std::string& buffer);
+  // aggregation: "host" or "kernel"; buffer: "ringbuf", "perf" or "none".
+  void set_program(const std::string& name, const std::string& attach, const std::string& buffer,
+                   const std::string& aggregation);
 
  private:
   struct Field {
@@ -151,6 +166,16 @@ class Metrics {
   void observe_connlat(const ConnlatTable& table, const unsigned char* data);
   size_t dport_slot(const std::optional<Field>& dport, const unsigned char* data);
   std::string outcome_name(size_t index) const;
+  size_t outcome_index(uint64_t outcome) const;
+  void create_states_families();
+  void create_connlat_families();
+  // Children by index, created on first use. `labelled_dport`: the table
+  // has a dport field and the label is on.
+  prometheus::Counter& transition_counter(size_t old_state, size_t new_state, size_t family, size_t slot,
+                                          bool labelled_dport);
+  prometheus::Histogram& duration_histogram(size_t state);
+  prometheus::Counter& connect_counter(size_t outcome, size_t slot, bool labelled_dport);
+  prometheus::Histogram& latency_histogram(size_t outcome, size_t family, size_t slot, bool labelled_dport);
 
   MetricsConfig config_;
   std::shared_ptr<prometheus::Registry> registry_;

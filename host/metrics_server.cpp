@@ -2,7 +2,9 @@
 
 #include <CivetServer.h>
 #include <civetweb.h>
+#include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 
 #include <mutex>
@@ -25,16 +27,33 @@ int keep_start_message(const mg_connection*, const char* message) {
   return 1;  // handled: civetweb prints nothing
 }
 
+// A collectable that contributes no metric: prometheus-cpp's exposer
+// collects its collectables in the order they were registered, so one
+// registered before the registry runs first in every scrape.
+class BeforeScrape : public prometheus::Collectable {
+ public:
+  explicit BeforeScrape(std::function<void()> action) : action_(std::move(action)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    action_();
+    return {};
+  }
+
+ private:
+  std::function<void()> action_;
+};
+
 }  // namespace
 
 MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer,
-                             std::shared_ptr<prometheus::Registry> registry, std::string url)
-    : exposer_(std::move(exposer)), registry_(std::move(registry)), url_(std::move(url)) {}
+                             std::shared_ptr<prometheus::Registry> registry,
+                             std::shared_ptr<prometheus::Collectable> hook, std::string url)
+    : exposer_(std::move(exposer)), registry_(std::move(registry)), hook_(std::move(hook)), url_(std::move(url)) {}
 
 MetricsServer::~MetricsServer() = default;
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsAddress& address,
-                                                            std::shared_ptr<prometheus::Registry> registry) {
+                                                            std::shared_ptr<prometheus::Registry> registry,
+                                                            std::function<void()> before_scrape) {
   // mg_check_feature(8): IPv6 support, which Debian 12's civetweb is built
   // without; it would only say "invalid port spec".
   if (address.ipv6 && mg_check_feature(8) == 0) {
@@ -65,11 +84,17 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsAddress
     return runtime_error("--metrics: cannot serve on " + address.listen_spec() + ": " +
                          (start_log.empty() ? failure : start_log));
   }
+  std::shared_ptr<prometheus::Collectable> hook;
+  if (before_scrape) {
+    hook = std::make_shared<BeforeScrape>(std::move(before_scrape));
+    exposer->RegisterCollectable(hook);
+  }
   exposer->RegisterCollectable(registry);
   const std::vector<int> ports = exposer->GetListeningPorts();
   const uint16_t port = ports.empty() ? address.port : static_cast<uint16_t>(ports.front());
   std::string url = "http://" + address.authority(port) + "/metrics";
-  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(exposer), std::move(registry), std::move(url)));
+  return std::unique_ptr<MetricsServer>(
+      new MetricsServer(std::move(exposer), std::move(registry), std::move(hook), std::move(url)));
 }
 
 }  // namespace tcptrace

@@ -3,6 +3,7 @@
 // metrics.{h,cpp} so the unit-tested part links no HTTP server.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "result.h"
 
 namespace prometheus {
+class Collectable;
 class Exposer;
 }
 
@@ -19,8 +21,12 @@ class MetricsServer {
  public:
   // Binds and starts serving; an address that cannot be bound (in use, not
   // local) is a runtime error naming the address and civetweb's reason.
+  // `before_scrape` runs on the server's thread at the start of every
+  // scrape, before the registry is collected (in-kernel aggregation reads
+  // its maps there).
   static Result<std::unique_ptr<MetricsServer>> start(const MetricsAddress& address,
-                                                      std::shared_ptr<prometheus::Registry> registry);
+                                                      std::shared_ptr<prometheus::Registry> registry,
+                                                      std::function<void()> before_scrape = {});
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
@@ -30,10 +36,12 @@ class MetricsServer {
 
  private:
   MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, std::shared_ptr<prometheus::Registry> registry,
-                std::string url);
+                std::shared_ptr<prometheus::Collectable> hook, std::string url);
 
   std::unique_ptr<prometheus::Exposer> exposer_;
-  std::shared_ptr<prometheus::Registry> registry_;  // the exposer holds only a weak_ptr
+  // The exposer holds only weak_ptrs to what it collects.
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Collectable> hook_;
   std::string url_;
 };
 

@@ -51,6 +51,8 @@ cxxopts::Options make_parser() {
       ("metrics-label", "add an opt-in label to the metrics: dport", cxxopts::value<std::string>(), "LABEL")
       ("metrics-label-limit", "distinct values the opt-in label keeps before folding the rest into \"other\" "
        "(default 10, at most 100)", cxxopts::value<std::string>(), "N")
+      ("aggregate", "where --metrics counts: auto (the kernel with --output none, when the program can), kernel "
+       "or host", cxxopts::value<std::string>(), "WHERE")
       ("h,help", "print this help")
       ("version", "print the version");
   return parser;
@@ -145,7 +147,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
                                "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
                                "program-file", "list", "print-source", "watch", "record-raw", "buffer", "metrics", "output",
-                               "metrics-label", "metrics-label-limit"}) {
+                               "metrics-label", "metrics-label-limit", "aggregate"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
@@ -245,6 +247,18 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       if (!options.metrics_dport_label) return usage_error("--metrics-label-limit needs --metrics-label");
       options.metrics_dport_limit = *limit;
     }
+    if (parsed.count("aggregate")) {
+      const std::string text = parsed["aggregate"].as<std::string>();
+      if (text == "auto") {
+        options.aggregate = Options::Aggregate::automatic;
+      } else if (text == "kernel") {
+        options.aggregate = Options::Aggregate::kernel;
+      } else if (text == "host") {
+        options.aggregate = Options::Aggregate::host;
+      } else {
+        return usage_error("--aggregate: '" + text + "' is not one of auto, kernel, host");
+      }
+    }
     const bool v4 = parsed.count("ipv4") > 0;
     const bool v6 = parsed.count("ipv6") > 0;
     if (v4 && v6) return usage_error("-4 and -6 exclude each other (give neither to trace both)");
@@ -298,6 +312,27 @@ Result<Options> parse_options(int argc, const char* const* argv) {
   // Events that go nowhere are a mistake, not a mode.
   if (options.output == Options::Output::none && !options.metrics && !options.record_raw) {
     return usage_error("--output none needs --metrics ADDR (or --record-raw FILE): the events would go nowhere");
+  }
+  // --check and --print-source take --aggregate kernel alone: they compile
+  // (and verify) the aggregating variant.
+  const bool runs = !options.check && !options.print_source;
+  if (options.aggregate != Options::Aggregate::automatic && !options.metrics && runs) {
+    return usage_error("--aggregate chooses where --metrics counts; it needs --metrics ADDR");
+  }
+  // In-kernel aggregation sends no event to the host: whatever needs one
+  // there cannot go with it.
+  if (options.aggregate == Options::Aggregate::kernel && runs) {
+    const auto needs_events = [](const std::string& what) {
+      return usage_error("--aggregate kernel: " + what + " needs the events in the host (use --aggregate host)");
+    };
+    if (options.output == Options::Output::json) {
+      return usage_error("--aggregate kernel: the events never reach the host, so there are no JSON lines; "
+                         "add --output none");
+    }
+    if (options.metrics_dport_label) return needs_events("--metrics-label");
+    if (options.count) return needs_events("--count");
+    if (options.record_raw) return needs_events("--record-raw");
+    if (options.buffer != Options::Buffer::automatic) return needs_events("--buffer");
   }
   const FilterSpec& f = options.filters;
   if (f.sport) options.filters_given.push_back("sport");

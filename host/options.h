@@ -40,6 +40,10 @@ struct Options {
   enum class Output { json, none } output = Output::json;  // --output
   bool metrics_dport_label = false;         // --metrics-label dport
   size_t metrics_dport_limit = kDefaultDportLimit;  // --metrics-label-limit
+  // --aggregate: where --metrics counts. automatic: in the kernel when
+  // nothing needs the events in the host (--output none, no --metrics-label,
+  // --count, --record-raw or --buffer) and the program can; else the host.
+  enum class Aggregate { automatic, kernel, host } aggregate = Aggregate::automatic;
   // Filter options given, by name without "--" (validated against what the
   // program honours once its source is read).
   std::vector<std::string> filters_given;

@@ -16,6 +16,11 @@
 //       The filter options the program honours (filters/tcptrace_filter.h);
 //       giving any other filter option is a usage error rather than a filter
 //       silently ignored. Without this line, no filter options are accepted.
+//   // tcptrace:aggregate states connlat
+//       The program has a TCPTRACE_AGGREGATE variant that counts its events
+//       in the kernel, in the maps kernel_aggregation.h names for these
+//       metric sets, instead of sending them (--aggregate; the default with
+//       --output none --metrics).
 #pragma once
 
 #include <string>
@@ -31,6 +36,9 @@ struct ProgramAnnotations {
   std::vector<AttachMethod> attach_methods;  // empty: no variants
   std::vector<std::string> filters;          // option names without "--"
   bool ring_buffer_capable = false;          // tcptrace:buffers lists ringbuf
+  bool aggregates_states = false;            // tcptrace:aggregate lists states
+  bool aggregates_connlat = false;           // tcptrace:aggregate lists connlat
+  bool aggregation_capable() const { return aggregates_states || aggregates_connlat; }
   bool honours(std::string_view filter) const;
 };
 

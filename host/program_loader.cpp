@@ -77,7 +77,59 @@ Result<Compiled> compile_with_headers(const std::string& text, const ProgramSour
 // Name of the hidden map that makes BCC describe one nested struct type.
 std::string layout_table_name(size_t index) { return "tcptrace_layout_" + std::to_string(index); }
 
+// Our own fds of the maps a kernel-aggregating program declared, checked
+// against the contract in kernel_aggregation.h.
+Result<AggregateMaps> take_aggregate_maps(const bcc::Program& program, const BuildPlan& plan) {
+  AggregateMaps maps;
+  const auto take = [&](const char* name, size_t entries, size_t words, UniqueFd& fd) -> Status {
+    if (!program.has_table(name)) {
+      return runtime_error(plan.source.path + ": with TCPTRACE_AGGREGATE the program declares no map '" + name +
+                           "' (kernel_aggregation.h)");
+    }
+    fd = UniqueFd(::fcntl(program.table_fd(name), F_DUPFD_CLOEXEC, 0));
+    if (!fd.valid()) return runtime_error(std::string("cannot duplicate the fd of map '") + name + "'");
+    if (Status s = bcc::check_percpu_array(fd.get(), name, entries, words); !s) {
+      return runtime_error(plan.source.path + ": " + s.error().message);
+    }
+    return {};
+  };
+  using namespace aggregate;
+  if (plan.annotations.aggregates_states) {
+    if (Status s = take(kTransitionsMap, transitions_entries(), 1, maps.transitions); !s) {
+      return std::move(s).take_error();
+    }
+    if (Status s = take(kStateDurationMap, state_duration_entries(), state_duration_words(), maps.state_duration);
+        !s) {
+      return std::move(s).take_error();
+    }
+  }
+  if (plan.annotations.aggregates_connlat) {
+    if (Status s = take(kConnectLatencyMap, connect_latency_entries(), connect_latency_words(), maps.connect_latency);
+        !s) {
+      return std::move(s).take_error();
+    }
+  }
+  return maps;
+}
+
 }  // namespace
+
+AggregateSnapshot read_aggregate_maps(const AggregateMaps& maps) {
+  using namespace aggregate;
+  AggregateSnapshot snapshot;
+  if (maps.transitions.valid()) {
+    snapshot.transitions = bcc::read_percpu_array_sums(maps.transitions.get(), transitions_entries(), 1);
+  }
+  if (maps.state_duration.valid()) {
+    snapshot.state_duration =
+        bcc::read_percpu_array_sums(maps.state_duration.get(), state_duration_entries(), state_duration_words());
+  }
+  if (maps.connect_latency.valid()) {
+    snapshot.connect_latency =
+        bcc::read_percpu_array_sums(maps.connect_latency.get(), connect_latency_entries(), connect_latency_words());
+  }
+  return snapshot;
+}
 
 Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& where, ProgramSource source) {
   BuildPlan plan;
@@ -115,6 +167,28 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
     plan.cflags.push_back("-D" + method_macro(*plan.method) + "=1");
   } else if (options.attach) {
     return usage_error("--attach: program " + plan.name + " has no attach variants (no 'tcptrace:attach' line)");
+  }
+
+  // Where --metrics counts: in the kernel when asked, or by default when
+  // nothing needs the events in the host and the program can (measured
+  // cheaper: kernel_aggregation.h). options.cpp has refused the
+  // combinations that cannot work with an explicit --aggregate kernel.
+  const bool kernel_capable = plan.annotations.aggregation_capable();
+  if (options.aggregate == Options::Aggregate::kernel) {
+    if (!kernel_capable) {
+      return usage_error("--aggregate kernel: program " + plan.name +
+                         " cannot count in the kernel (it has no 'tcptrace:aggregate' line)");
+    }
+    plan.aggregate_in_kernel = true;
+  } else if (options.aggregate == Options::Aggregate::automatic) {
+    plan.aggregate_in_kernel = kernel_capable && options.metrics && options.output == Options::Output::none &&
+                               !options.metrics_dport_label && !options.count && !options.record_raw &&
+                               options.buffer == Options::Buffer::automatic;
+  }
+  if (plan.aggregate_in_kernel) {
+    const std::vector<std::string> flags = aggregation_cflags();
+    plan.cflags.insert(plan.cflags.end(), flags.begin(), flags.end());
+    return plan;  // no output buffers to choose
   }
 
   // Output buffers: a ring buffer when the program can use one and the
@@ -209,9 +283,15 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
     loaded->tables.push_back(std::move(table));
   }
 
+  if (loaded->plan.aggregate_in_kernel) {
+    auto maps = take_aggregate_maps(program, loaded->plan);
+    if (!maps) return std::move(maps).take_error();
+    loaded->aggregates.emplace(std::move(maps).value());
+  }
+
   size_t with_fields = 0;
   for (const auto& t : loaded->tables) with_fields += t.field_descriptions.empty() ? 0 : 1;
-  if (with_fields == 0) {
+  if (with_fields == 0 && !loaded->aggregates) {
     return runtime_error(path +
                          ": the program submits no struct to a BPF_PERF_OUTPUT or BPF_RINGBUF_OUTPUT table, "
                          "so there is nothing to print");
@@ -269,6 +349,9 @@ std::string check_report_json(const LoadedProgram& loaded) {
     entry["target"] = probe.kind == ProbeKind::tracepoint ? probe.category + ":" + probe.target : probe.target;
     report["probes"].push_back(entry);
   }
+  // Where --metrics would count: the kernel (the aggregating variant, which
+  // has no outputs) or the host (from the outputs' events).
+  report["aggregation"] = loaded.plan.aggregate_in_kernel ? "kernel" : "host";
   report["outputs"] = nlohmann::json::array();
   for (size_t i = 0; i < loaded.tables.size(); ++i) {
     nlohmann::json table = {

@@ -12,6 +12,7 @@
 #include "bcc_backend.h"
 #include "event_decoder.h"
 #include "format_hints.h"
+#include "kernel_aggregation.h"
 #include "kernel_headers.h"
 #include "options.h"
 #include "program_annotations.h"
@@ -28,6 +29,7 @@ struct BuildPlan {
   std::vector<std::string> cflags;
   std::optional<AttachMethod> method;
   bool ring_buffer = false;  // TCPTRACE_RINGBUF chosen
+  bool aggregate_in_kernel = false;  // TCPTRACE_AGGREGATE chosen (kernel_aggregation.h)
 };
 
 // Reads what the program declares, checks the filter options against it,
@@ -36,6 +38,18 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
 
 // --print-source: the exact text and flags handed to BCC.
 std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& headers);
+
+// The maps of a program aggregating in the kernel, and how much of their
+// counts has gone into the metrics so far.
+struct AggregateMaps {
+  UniqueFd transitions;      // invalid unless the program aggregates states
+  UniqueFd state_duration;
+  UniqueFd connect_latency;  // invalid unless it aggregates connlat
+  AggregateFeed feed;
+};
+
+// One read of the maps, summed over CPUs.
+AggregateSnapshot read_aggregate_maps(const AggregateMaps& maps);
 
 struct LoadedProgram {
   BuildPlan plan;
@@ -46,6 +60,7 @@ struct LoadedProgram {
   std::vector<std::optional<EventDecoder>> decoders;
   std::vector<ProbeSpec> probes;
   std::vector<bcc::LoadedFunction> functions;
+  std::optional<AggregateMaps> aggregates;  // plan.aggregate_in_kernel
 };
 
 // Compiles (twice when an event struct nests structs, to learn their

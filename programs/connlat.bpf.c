@@ -23,6 +23,12 @@
  * ICMP errors never reach tcp_rcv_state_process, so these methods cannot
  * report them (see README).
  *
+ * Metrics only (--output none --metrics): with TCPTRACE_AGGREGATE the
+ * program sends nothing and counts each connect in a per-CPU latency
+ * histogram by outcome and family, which the host reads at each scrape
+ * (host/kernel_aggregation.h).
+ *
+ * tcptrace:aggregate connlat
  * tcptrace:attach kfunc kprobe tracepoint
  * tcptrace:buffers ringbuf perf
  * tcptrace:filters sport dport family pid min-us no-failures
@@ -80,14 +86,26 @@ struct event {
     s32 errno;
 };
 
-/* Output: a ring buffer where the kernel has them (Linux 5.8+; one buffer
+#ifndef TCPTRACE_AGGREGATE
+#define TCPTRACE_AGGREGATE 0
+#endif
+
+/* Output: counts in the kernel (TCPTRACE_AGGREGATE); else a ring buffer
+ * where the kernel has them (Linux 5.8+; one buffer
  * shared by all CPUs keeps every socket's events in order and wakes the
  * reader only when it has caught up), per-CPU perf buffers otherwise. The
  * host picks with TCPTRACE_RINGBUF (--buffer). A full ring buffer drops the
  * event; the drops are counted in tcptrace_lost, which the host reports as
  * lost events. (BCC rewrites map calls only in the program's own file, so
  * this helper cannot live in a shared header.) */
-#if TCPTRACE_RINGBUF
+#if TCPTRACE_AGGREGATE
+/* Per-CPU, so no atomics: the host sums the CPUs. Index outcome * 2 + IPv6. */
+struct connect_latency_histogram {
+    u64 buckets[TCPTRACE_CONNECT_LATENCY_BUCKETS]; /* not cumulative; last: +Inf */
+    u64 sum_us;
+};
+BPF_PERCPU_ARRAY(tcptrace_agg_connect_latency, struct connect_latency_histogram, 16 * 2);
+#elif TCPTRACE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, TCPTRACE_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
 /* Wake-up batching: the reader is woken for every TCPTRACE_WAKEUP_EVERY-th
@@ -100,7 +118,16 @@ BPF_PERF_OUTPUT(events);
 
 static __always_inline void submit_event(void *ctx, struct event *e)
 {
-#if TCPTRACE_RINGBUF
+#if TCPTRACE_AGGREGATE
+    u32 index = (e->outcome & 15) * 2 + (e->family == 6);
+    struct connect_latency_histogram *histogram = tcptrace_agg_connect_latency.lookup(&index);
+    if (!histogram)
+        return;
+    u32 bucket = TCPTRACE_CONNECT_LATENCY_BUCKET(e->latency_us);
+    if (bucket < TCPTRACE_CONNECT_LATENCY_BUCKETS)
+        histogram->buckets[bucket] += 1;
+    histogram->sum_us += e->latency_us;
+#elif TCPTRACE_RINGBUF
     u32 zero = 0;
     u64 flags = BPF_RB_NO_WAKEUP;
     u32 *unannounced = tcptrace_unannounced.lookup(&zero);

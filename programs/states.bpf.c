@@ -17,6 +17,12 @@
  * timestamp in one map entry. Only sockets that predate the tracer fall back
  * to the current task.
  *
+ * Metrics only (--output none --metrics): with TCPTRACE_AGGREGATE the
+ * program sends nothing and counts in per-CPU arrays the host reads at each
+ * scrape (host/kernel_aggregation.h): transitions by old state, new state
+ * and family, and the time spent in the old state as a histogram.
+ *
+ * tcptrace:aggregate states
  * tcptrace:buffers ringbuf perf
  * tcptrace:filters sport dport family pid
  * tcptrace:format skaddr=hex saddr=ip(family) daddr=ip(family) oldstate=tcp_state newstate=tcp_state
@@ -49,14 +55,27 @@ struct event {
     u64 delta_us;
 };
 
-/* Output: a ring buffer where the kernel has them (Linux 5.8+; one buffer
+#ifndef TCPTRACE_AGGREGATE
+#define TCPTRACE_AGGREGATE 0
+#endif
+
+/* Output: counts in the kernel (TCPTRACE_AGGREGATE); else a ring buffer
+ * where the kernel has them (Linux 5.8+; one buffer
  * shared by all CPUs keeps every socket's events in order and wakes the
  * reader only when it has caught up), per-CPU perf buffers otherwise. The
  * host picks with TCPTRACE_RINGBUF (--buffer). A full ring buffer drops the
  * event; the drops are counted in tcptrace_lost, which the host reports as
  * lost events. (BCC rewrites map calls only in the program's own file, so
  * this helper cannot live in a shared header.) */
-#if TCPTRACE_RINGBUF
+#if TCPTRACE_AGGREGATE
+/* Per-CPU, so no atomics: the host sums the CPUs. 16 = 4-bit state values. */
+BPF_PERCPU_ARRAY(tcptrace_agg_transitions, u64, 16 * 16 * 2);
+struct state_duration_histogram {
+    u64 buckets[TCPTRACE_STATE_DURATION_BUCKETS]; /* not cumulative; last: +Inf */
+    u64 sum_us;
+};
+BPF_PERCPU_ARRAY(tcptrace_agg_state_duration, struct state_duration_histogram, 16);
+#elif TCPTRACE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, TCPTRACE_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
 /* Wake-up batching: the reader is woken for every TCPTRACE_WAKEUP_EVERY-th
@@ -69,7 +88,24 @@ BPF_PERF_OUTPUT(events);
 
 static __always_inline void submit_event(void *ctx, struct event *e)
 {
-#if TCPTRACE_RINGBUF
+#if TCPTRACE_AGGREGATE
+    u32 oldstate = e->oldstate & 15;
+    u32 index = (oldstate * 16 + (e->newstate & 15)) * 2 + (e->family == 6);
+    u64 *count = tcptrace_agg_transitions.lookup(&index);
+    if (count)
+        *count += 1;
+    /* delta_us is 0 when the socket's entry into its old state was not seen:
+     * no duration, as on the host-side path (host/metrics.cpp). */
+    if (e->delta_us == 0)
+        return;
+    struct state_duration_histogram *histogram = tcptrace_agg_state_duration.lookup(&oldstate);
+    if (!histogram)
+        return;
+    u32 bucket = TCPTRACE_STATE_DURATION_BUCKET(e->delta_us);
+    if (bucket < TCPTRACE_STATE_DURATION_BUCKETS)
+        histogram->buckets[bucket] += 1;
+    histogram->sum_us += e->delta_us;
+#elif TCPTRACE_RINGBUF
     u32 zero = 0;
     u64 flags = BPF_RB_NO_WAKEUP;
     u32 *unannounced = tcptrace_unannounced.lookup(&zero);
@@ -186,7 +222,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     e.dport = dport;
     e.oldstate = oldstate;
     e.newstate = newstate;
-    if (family == 4) {
+    if (TCPTRACE_AGGREGATE) {
+        /* counts carry no addresses */
+    } else if (family == 4) {
         __builtin_memcpy(&e.saddr, args->saddr, 4);
         __builtin_memcpy(&e.daddr, args->daddr, 4);
     } else {

@@ -311,8 +311,8 @@ TEST(HealthMetrics, NamesLabelsAndBuildInfo) {
   metrics.add_skipped_runs(2);
   metrics.add_truncated();
   metrics.set_probes_attached(3);
-  metrics.set_program("old", "", "perf");
-  metrics.set_program("connlat", "tracepoint", "ringbuf");
+  metrics.set_program("old", "", "perf", "host");
+  metrics.set_program("connlat", "tracepoint", "none", "kernel");
   const auto series = scrape(metrics);
   EXPECT_EQ(series.at("tcptrace_build_info{bcc_version=\"0.26.0\",version=\"9.8.7\"}"), 1);
   EXPECT_EQ(series.at("tcptrace_events_total"), 1);
@@ -320,8 +320,11 @@ TEST(HealthMetrics, NamesLabelsAndBuildInfo) {
   EXPECT_EQ(series.at("tcptrace_lost_events_total{reason=\"skipped_run\"}"), 2);
   EXPECT_EQ(series.at("tcptrace_lost_events_total{reason=\"truncated\"}"), 1);
   EXPECT_EQ(series.at("tcptrace_probes_attached"), 3);
-  EXPECT_EQ(series.at("tcptrace_program_info{attach=\"tracepoint\",buffer=\"ringbuf\",program=\"connlat\"}"), 1);
-  EXPECT_EQ(series.count("tcptrace_program_info{attach=\"\",buffer=\"perf\",program=\"old\"}"), 0u)
+  EXPECT_EQ(series.at("tcptrace_program_info{aggregation=\"kernel\",attach=\"tracepoint\",buffer=\"none\","
+                      "program=\"connlat\"}"),
+            1);
+  EXPECT_EQ(series.count("tcptrace_program_info{aggregation=\"host\",attach=\"\",buffer=\"perf\",program=\"old\"}"),
+            0u)
       << "a replaced program (--watch) leaves no series behind";
 }
 
@@ -335,7 +338,7 @@ TEST(HealthMetrics, EveryNameFollowsTheConventions) {
   metrics.observe(0, EventBytes(states).set("family", 4).set("oldstate", 2).set("newstate", 1).set("delta_us", 5)
                          .data());
   metrics.observe(1, EventBytes(connlat).set("family", 4).data());
-  metrics.set_program("both", "", "perf");
+  metrics.set_program("both", "", "perf", "host");
   size_t families = 0;
   for (const auto& family : metrics.registry()->Collect()) {
     ++families;
