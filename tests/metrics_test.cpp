@@ -15,6 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "event_output.h"
+#include "kernel_aggregation.h"
+
+#include <regex>
 
 namespace tcptrace {
 namespace {
@@ -380,6 +383,178 @@ TEST(EventOutputWithMetrics, OutputNoneFormatsNothing) {
   EXPECT_EQ(series.at("tcptrace_lost_events_total{reason=\"truncated\"}"), 1);
   EXPECT_EQ(series.at("tcptrace_lost_events_total{reason=\"buffer\"}"), 4);
   EXPECT_EQ(series.at("tcptrace_events_total"), 1);
+}
+
+// ---- In-kernel aggregation (kernel_aggregation.h) -------------------------
+
+TEST(KernelAggregation, BucketExpressionIsAChainOverTheBoundsInMicroseconds) {
+  EXPECT_EQ(bucket_index_expression({50e-6, 100e-6, 1}),
+            "((us) <= 50ULL ? 0 : (us) <= 100ULL ? 1 : (us) <= 1000000ULL ? 2 : 3)");
+  EXPECT_EQ(bucket_index_expression({}), "(0)");
+}
+
+// The thresholds the BPF program compares against, read back from the flag
+// the host hands to BCC.
+std::vector<uint64_t> thresholds_in_flag(const std::string& macro) {
+  for (const std::string& flag : aggregation_cflags()) {
+    if (flag.rfind("-D" + macro + "(us)=", 0) != 0) continue;
+    std::vector<uint64_t> thresholds;
+    const std::regex step(R"(\(us\) <= (\d+)ULL \? (\d+) :)");
+    for (auto it = std::sregex_iterator(flag.begin(), flag.end(), step); it != std::sregex_iterator(); ++it) {
+      EXPECT_EQ(std::stoul((*it)[2]), thresholds.size()) << flag;
+      thresholds.push_back(std::stoull((*it)[1]));
+    }
+    return thresholds;
+  }
+  ADD_FAILURE() << "no -D" << macro << "(us)= flag";
+  return {};
+}
+
+// The kernel's bucket of `us`, as the flag's expression computes it.
+size_t kernel_bucket(const std::vector<uint64_t>& thresholds, uint64_t us) {
+  size_t i = 0;
+  while (i < thresholds.size() && us > thresholds[i]) ++i;
+  return i;
+}
+
+// A value on a bound lands in the same bucket on both paths: the kernel
+// compares whole µs with the bound in µs, the host compares us / 1e6 with
+// the bound in seconds.
+TEST(KernelAggregation, FlagsCarryTheExportedBucketsAndAgreeAtEveryEdge) {
+  const auto flags = aggregation_cflags();
+  const auto has = [&](const std::string& flag) { return std::find(flags.begin(), flags.end(), flag) != flags.end(); };
+  EXPECT_TRUE(has("-DTCPTRACE_AGGREGATE=1"));
+  EXPECT_TRUE(has("-DTCPTRACE_STATE_DURATION_BUCKETS=11"));
+  EXPECT_TRUE(has("-DTCPTRACE_CONNECT_LATENCY_BUCKETS=18"));
+  for (const auto& [macro, bounds] : {std::make_pair("TCPTRACE_STATE_DURATION_BUCKET", state_duration_buckets()),
+                                      std::make_pair("TCPTRACE_CONNECT_LATENCY_BUCKET", connect_latency_buckets())}) {
+    const std::vector<uint64_t> thresholds = thresholds_in_flag(macro);
+    ASSERT_EQ(thresholds.size(), bounds.size()) << macro;
+    for (size_t i = 0; i < bounds.size(); ++i) {
+      for (uint64_t us : {thresholds[i] - 1, thresholds[i], thresholds[i] + 1}) {
+        const double seconds = static_cast<double>(us) / 1e6;
+        const size_t host_bucket =
+            std::lower_bound(bounds.begin(), bounds.end(), seconds) - bounds.begin();  // first bound >= value
+        EXPECT_EQ(kernel_bucket(thresholds, us), host_bucket) << macro << " at " << us << " us";
+      }
+    }
+  }
+}
+
+// What the BPF program would have in its maps after the given events, laid
+// out as kernel_aggregation.h says, with its buckets from the flags.
+struct KernelMaps {
+  AggregateSnapshot snapshot;
+  std::vector<uint64_t> duration_thresholds = thresholds_in_flag("TCPTRACE_STATE_DURATION_BUCKET");
+  std::vector<uint64_t> latency_thresholds = thresholds_in_flag("TCPTRACE_CONNECT_LATENCY_BUCKET");
+
+  KernelMaps() {
+    snapshot.transitions.assign(aggregate::transitions_entries(), 0);
+    snapshot.state_duration.assign(aggregate::state_duration_entries() * aggregate::state_duration_words(), 0);
+    snapshot.connect_latency.assign(aggregate::connect_latency_entries() * aggregate::connect_latency_words(), 0);
+  }
+  void state_change(uint64_t oldstate, uint64_t newstate, int family, uint64_t delta_us) {
+    snapshot.transitions[((oldstate & 15) * 16 + (newstate & 15)) * 2 + (family == 6)] += 1;
+    if (delta_us == 0) return;
+    const size_t base = (oldstate & 15) * aggregate::state_duration_words();
+    snapshot.state_duration[base + kernel_bucket(duration_thresholds, delta_us)] += 1;
+    snapshot.state_duration[base + aggregate::state_duration_words() - 1] += delta_us;
+  }
+  void connect(uint64_t outcome, int family, uint64_t latency_us) {
+    const size_t base = ((outcome & 15) * 2 + (family == 6)) * aggregate::connect_latency_words();
+    snapshot.connect_latency[base + kernel_bucket(latency_thresholds, latency_us)] += 1;
+    snapshot.connect_latency[base + aggregate::connect_latency_words() - 1] += latency_us;
+  }
+};
+
+// The same events, counted in the host from their bytes and in the kernel's
+// maps read in two scrapes, give the same exposition: every series, every
+// value (sums to rounding: the host adds seconds one event at a time).
+TEST(KernelAggregation, SameEventsGiveTheSameExpositionAsHostAggregation) {
+  const EventLayout states = recorded_layout("states");
+  const EventLayout connlat = recorded_layout("connlat");
+  const auto hints = program_hints("connlat");
+  Metrics host(config());
+  host.bind({&states, &connlat}, hints);
+  Metrics kernel(config());
+  EXPECT_EQ(kernel.bind_aggregates(true, true, hints), "states, connlat");
+  KernelMaps maps;
+  AggregateFeed feed;
+
+  struct StateChange { uint64_t oldstate, newstate; int family; uint64_t delta_us; };
+  const std::vector<StateChange> first = {
+      {7, 2, 4, 0}, {2, 1, 4, 100}, {2, 1, 4, 101}, {1, 4, 6, 3600000000ULL}, {1, 4, 6, 3600000001ULL},
+      {10, 3, 4, 0}, {3, 1, 6, 1}};
+  const std::vector<StateChange> second = {{2, 1, 4, 1000}, {8, 9, 6, 59999999}, {9, 7, 4, 60000000}, {14, 15, 4, 7}};
+  struct Connect { uint64_t outcome; int family; uint64_t latency_us; };
+  const std::vector<Connect> connects = {{0, 4, 50}, {0, 4, 51}, {0, 6, 10000000}, {0, 6, 10000001},
+                                         {1, 4, 20}, {2, 4, 3000000}, {9, 4, 5}};
+  uint64_t fed = 0;
+  for (const auto& [round, changes] : {std::make_pair(0, first), std::make_pair(1, second)}) {
+    for (const StateChange& c : changes) {
+      host.observe(0, EventBytes(states)
+                          .set("oldstate", c.oldstate)
+                          .set("newstate", c.newstate)
+                          .set("family", c.family)
+                          .set("delta_us", c.delta_us)
+                          .data());
+      maps.state_change(c.oldstate, c.newstate, c.family, c.delta_us);
+    }
+    if (round == 1) {
+      for (const Connect& c : connects) {
+        host.observe(1, EventBytes(connlat)
+                            .set("outcome", c.outcome)
+                            .set("family", c.family)
+                            .set("latency_us", c.latency_us)
+                            .data());
+        maps.connect(c.outcome, c.family, c.latency_us);
+      }
+    }
+    fed += feed.feed(maps.snapshot, kernel);
+  }
+  EXPECT_EQ(fed, first.size() + second.size() + connects.size());
+
+  const auto from_host = scrape(host);
+  const auto from_kernel = scrape(kernel);
+  ASSERT_EQ(from_kernel.size(), from_host.size());
+  for (const auto& [series, value] : from_host) {
+    ASSERT_EQ(from_kernel.count(series), 1u) << series;
+    if (series.find("_sum{") != std::string::npos) {
+      EXPECT_NEAR(from_kernel.at(series), value, 1e-9 * std::max(1.0, value)) << series;
+    } else {
+      EXPECT_EQ(from_kernel.at(series), value) << series;
+    }
+  }
+  EXPECT_EQ(from_kernel.at("tcptrace_tcp_state_transitions_total{family=\"ipv4\",new_state=\"ESTABLISHED\","
+                           "old_state=\"SYN_SENT\"}"),
+            3);
+  EXPECT_EQ(from_kernel.at("tcptrace_tcp_connects_total{outcome=\"unknown\"}"), 1);
+  EXPECT_EQ(from_kernel.at("tcptrace_events_total"), 18);
+}
+
+// A read that finds nothing new adds nothing, and a counter that went
+// backwards (it cannot while the program is loaded) is not subtracted.
+TEST(KernelAggregation, OnlyGrowthIsCounted) {
+  Metrics metrics(config());
+  metrics.bind_aggregates(false, true, program_hints("connlat"));
+  KernelMaps maps;
+  maps.snapshot.transitions.clear();
+  maps.snapshot.state_duration.clear();
+  AggregateFeed feed;
+  maps.connect(1, 4, 40);
+  maps.connect(1, 4, 40);
+  EXPECT_EQ(feed.feed(maps.snapshot, metrics), 2u);
+  EXPECT_EQ(feed.feed(maps.snapshot, metrics), 0u);
+  AggregateSnapshot shrunk = maps.snapshot;
+  shrunk.connect_latency.assign(shrunk.connect_latency.size(), 0);
+  EXPECT_EQ(feed.feed(shrunk, metrics), 0u);
+  const auto series = scrape(metrics);
+  EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 2);
+  EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"refused\",le=\"5e-05\"}"), 2);
+  EXPECT_EQ(series.at("tcptrace_events_total"), 2);
+  EXPECT_EQ(series.count("tcptrace_tcp_state_transitions_total{family=\"ipv4\",new_state=\"ESTABLISHED\","
+                         "old_state=\"SYN_SENT\"}"),
+            0u);
 }
 
 }  // namespace

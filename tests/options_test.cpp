@@ -209,6 +209,23 @@ TEST(OptionsTest, MetricsDefaults) {
   EXPECT_TRUE(raw_only.ok()) << "recording raw samples without JSON is a use of --output none";
 }
 
+TEST(OptionsTest, AggregateChoices) {
+  auto automatic = parse({"--program", "states", "--metrics", "127.0.0.1:0", "--output", "none"});
+  ASSERT_TRUE(automatic.ok());
+  EXPECT_EQ(automatic->aggregate, Options::Aggregate::automatic);
+  auto kernel = parse({"--program", "states", "--metrics", "127.0.0.1:0", "--output", "none", "--aggregate", "kernel"});
+  ASSERT_TRUE(kernel.ok()) << kernel.error().message;
+  EXPECT_EQ(kernel->aggregate, Options::Aggregate::kernel);
+  auto host = parse({"--program", "states", "--metrics", "127.0.0.1:0", "--aggregate", "host"});
+  ASSERT_TRUE(host.ok()) << host.error().message;
+  EXPECT_EQ(host->aggregate, Options::Aggregate::host);
+  // --check and --print-source build the aggregating variant without serving anything.
+  auto check = parse({"--program", "connlat", "--check", "--aggregate", "kernel"});
+  ASSERT_TRUE(check.ok()) << check.error().message;
+  EXPECT_EQ(check->aggregate, Options::Aggregate::kernel);
+  EXPECT_TRUE(parse({"--program", "connlat", "--print-source", "--aggregate", "kernel"}).ok());
+}
+
 TEST(OptionsTest, UsageTextNamesTheOptions) {
   const std::string text = usage_text();
   for (const char* option : {"--program", "--programs-dir", "--sport", "--dport", "--duration", "--count",
@@ -309,6 +326,27 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "dport",
                  "--metrics-label-limit", "101"},
                 "--metrics-label-limit"},
+        // --aggregate
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "bpf"},
+                "--aggregate: 'bpf' is not one of auto, kernel, host"},
+        BadCase{{"--program", "states", "--aggregate", "host"}, "--aggregate chooses where --metrics counts"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--aggregate", "kernel"},
+                "--aggregate kernel: the events never reach the host, so there are no JSON lines; add --output none"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "kernel",
+                 "--metrics-label", "dport"},
+                "--aggregate kernel: --metrics-label needs the events in the host (use --aggregate host)"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "kernel",
+                 "--count", "5"},
+                "--aggregate kernel: --count needs the events in the host"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "kernel",
+                 "--record-raw", "/tmp/x"},
+                "--aggregate kernel: --record-raw needs the events in the host"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "kernel",
+                 "--buffer", "perf"},
+                "--aggregate kernel: --buffer needs the events in the host"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "host",
+                 "--aggregate", "host"},
+                "--aggregate given more than once"},
         // unknown, repeated, missing
         BadCase{{"--program", "states", "--frobnicate"}, "frobnicate"},
         BadCase{{"--program", "states", "-x"}, "x"},

@@ -89,14 +89,36 @@ void make_connects(uint16_t listening_port, int established, uint16_t closed_por
   }
 }
 
-TEST(MetricsExport, ConnlatCountsEveryConnectExactlyWithOutputNone) {
+// The value of tcptrace_program_info's `aggregation` label, "" if absent.
+std::string aggregation_of(const std::map<std::string, double>& series) {
+  for (const auto& [name, value] : series) {
+    if (name.rfind("tcptrace_program_info{", 0) != 0 || value != 1) continue;
+    const std::string marker = "aggregation=\"";
+    const size_t at = name.find(marker);
+    if (at == std::string::npos) return "";
+    return name.substr(at + marker.size(), name.find('"', at + marker.size()) - at - marker.size());
+  }
+  return "";
+}
+
+// --output none counts every connect exactly, wherever it aggregates:
+// "kernel" (per-CPU maps read at scrape time) or "host" (ring buffer
+// records counted as they arrive).
+class MetricsAggregation : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MetricsAggregation, ConnlatCountsEveryConnectExactlyWithOutputNone) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  ConnlatMetricsRun run;
+  const std::string where = GetParam();
+  ConnlatMetricsRun run({"--aggregate", where});
   ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
+  EXPECT_NE(run.tool->stderr_text().find(where == "kernel" ? "(counting in the kernel)" : "(ring buffer)"),
+            std::string::npos)
+      << run.tool->stderr_text();
 
   const auto before = scrape(run.metrics_port);
   EXPECT_EQ(before.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 0);
   EXPECT_EQ(before.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 0);
+  EXPECT_EQ(aggregation_of(before), where);
 
   make_connects(run.listener.local_port(), 5, run.closed.port, 3);
   const auto series = scrape_after_events(run.metrics_port, 8);
@@ -110,6 +132,10 @@ TEST(MetricsExport, ConnlatCountsEveryConnectExactlyWithOutputNone) {
   EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"established\","
                       "le=\"0.1\"}"),
             5);
+  EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"established\","
+                      "le=\"+Inf\"}"),
+            5);
+  EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_count{family=\"ipv6\",outcome=\"established\"}"), 0);
   EXPECT_GT(series.at("tcptrace_tcp_connect_latency_seconds_sum{family=\"ipv4\",outcome=\"established\"}"), 0);
   EXPECT_EQ(series.at("tcptrace_lost_events_total{reason=\"buffer\"}"), 0);
   EXPECT_EQ(series.at("tcptrace_lost_events_total{reason=\"skipped_run\"}"), 0);
@@ -121,7 +147,89 @@ TEST(MetricsExport, ConnlatCountsEveryConnectExactlyWithOutputNone) {
   EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
   EXPECT_EQ(run.tool->stdout_text(), "") << "--output none writes no event lines";
   const std::string err = run.tool->stderr_text();
-  EXPECT_NE(err.find("tcptrace-bcc: 8 events, 0 lost"), std::string::npos) << err;
+  EXPECT_NE(err.find(where == "kernel" ? "tcptrace-bcc: 8 events (counted in the kernel), 0 lost"
+                                       : "tcptrace-bcc: 8 events, 0 lost"),
+            std::string::npos)
+      << err;
+}
+
+INSTANTIATE_TEST_SUITE_P(Where, MetricsAggregation, ::testing::Values("kernel", "host"));
+
+// Without --aggregate, --output none counts in the kernel when the program
+// can; anything that needs the events in the host keeps them there.
+TEST(MetricsExport, OutputNoneAggregatesInTheKernelByDefault) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  ConnlatMetricsRun run;
+  ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
+  EXPECT_EQ(aggregation_of(scrape(run.metrics_port)), "kernel");
+  EXPECT_NE(run.tool->stderr_text().find("(connlat metrics counted in the kernel, and health)"), std::string::npos)
+      << run.tool->stderr_text();
+  EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
+
+  ConnlatMetricsRun with_count({"--count", "1000"});
+  ASSERT_NE(with_count.metrics_port, 0) << (with_count.tool ? with_count.tool->stderr_text() : "");
+  EXPECT_EQ(aggregation_of(scrape(with_count.metrics_port)), "host");
+  EXPECT_EQ(with_count.tool->stop(SIGINT), 0) << with_count.tool->stderr_text();
+}
+
+// Two runs side by side on the same traffic, one counting in the kernel and
+// one in the host, report the same transitions and the same number of
+// durations per state (the buckets may differ: each program takes its own
+// timestamps).
+TEST(MetricsExport, StatesCountedInTheKernelMatchStatesCountedInTheHost) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  const std::vector<std::string> common = {"--program", "states", "--metrics", "127.0.0.1:0", "--output", "none",
+                                           "--dport", std::to_string(listener.local_port()), "--aggregate"};
+  std::vector<std::string> kernel_options = common, host_options = common;
+  kernel_options.push_back("kernel");
+  host_options.push_back("host");
+  auto kernel_tool = start_ready(kernel_options);
+  ASSERT_TRUE(kernel_tool);
+  auto host_tool = start_ready(host_options);
+  ASSERT_TRUE(host_tool);
+  const uint16_t kernel_port = metrics_port(*kernel_tool), host_port = metrics_port(*host_tool);
+  ASSERT_NE(kernel_port, 0) << kernel_tool->stderr_text();
+  ASSERT_NE(host_port, 0) << host_tool->stderr_text();
+
+  constexpr int kConnections = 6;
+  for (int i = 0; i < kConnections; ++i) {
+    Socket client = connect_loopback(AF_INET, listener.local_port());
+    ASSERT_GE(client.fd(), 0);
+    Socket server = accept_one(listener);
+    client.close();  // the client closes first: FIN_WAIT1, FIN_WAIT2, TIME_WAIT
+    server.close();
+  }
+  // Client side: CLOSE -> SYN_SENT -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2
+  // (the TIME_WAIT socket is a different object), at least 4 per connection.
+  const auto host_series = scrape_after_events(host_port, kConnections * 4);
+  const auto kernel_series = scrape_after_events(kernel_port, kConnections * 4);
+  EXPECT_EQ(kernel_tool->stop(SIGINT), 0) << kernel_tool->stderr_text();
+  EXPECT_EQ(host_tool->stop(SIGINT), 0) << host_tool->stderr_text();
+  EXPECT_EQ(aggregation_of(kernel_series), "kernel");
+  EXPECT_EQ(aggregation_of(host_series), "host");
+
+  const auto counts = [](const std::map<std::string, double>& series) {
+    std::map<std::string, double> kept;
+    for (const auto& [name, value] : series) {
+      if (name.rfind("tcptrace_tcp_state_transitions_total{", 0) == 0 ||
+          name.rfind("tcptrace_tcp_state_duration_seconds_count{", 0) == 0 || name == "tcptrace_events_total") {
+        kept[name] = value;
+      }
+    }
+    return kept;
+  };
+  EXPECT_EQ(counts(kernel_series), counts(host_series));
+  EXPECT_EQ(kernel_series.at("tcptrace_tcp_state_transitions_total{family=\"ipv4\",new_state=\"ESTABLISHED\","
+                             "old_state=\"SYN_SENT\"}"),
+            kConnections);
+  EXPECT_EQ(kernel_series.at("tcptrace_tcp_state_transitions_total{family=\"ipv4\",new_state=\"SYN_SENT\","
+                             "old_state=\"CLOSE\"}"),
+            kConnections);
+  EXPECT_EQ(kernel_series.at("tcptrace_tcp_state_duration_seconds_count{state=\"SYN_SENT\"}"), kConnections);
+  EXPECT_EQ(kernel_series.at("tcptrace_tcp_state_duration_seconds_bucket{state=\"SYN_SENT\",le=\"0.01\"}"),
+            kConnections);
 }
 
 // JSON lines and metrics from one run count the same events: the
@@ -279,14 +387,18 @@ double histogram_quantile(double q, const std::vector<std::pair<double, double>>
   return start + (end - start) * ((rank - below) / count);
 }
 
-TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
+// Against a real Prometheus, with the counts aggregated in the kernel (the
+// default for --output none) and in the host.
+class MetricsPrometheus : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   struct stat st {};
   if (::stat(kPrometheus, &st) != 0) {
     if (running_in_ci()) FAIL() << "CI=true: " << kPrometheus << " is missing (scripts/setup installs prometheus)";
     GTEST_SKIP() << kPrometheus << " is missing (Debian package prometheus)";
   }
-  ConnlatMetricsRun run;
+  ConnlatMetricsRun run({"--aggregate", GetParam()});
   ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
 
   fs::path data_dir;
@@ -369,6 +481,82 @@ TEST(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
   }
   EXPECT_FALSE(fs::exists(data_dir)) << "the server's data directory was removed";
   EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
+}
+
+INSTANTIATE_TEST_SUITE_P(Where, MetricsPrometheus, ::testing::Values("kernel", "host"));
+
+// --watch with counting in the kernel: the edited version starts with empty
+// maps, and what the old one counted stays in the metrics, once.
+TEST(MetricsExport, WatchKeepsTheCountsOfTheReplacedVersion) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const fs::path program = dir.path() / "connlat.bpf.c";
+  fs::copy_file(fs::path(TCPTRACE_SOURCE_DIR) / "programs" / "connlat.bpf.c", program);
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  ClosedPort closed{AF_INET};
+  const std::string ports = std::to_string(listener.local_port()) + "," + std::to_string(closed.port);
+  auto tool = start_ready({"--program-file", program.string(), "--watch", "--metrics", "127.0.0.1:0", "--output",
+                           "none", "--dport", ports});
+  ASSERT_TRUE(tool);
+  const uint16_t port = metrics_port(*tool);
+  ASSERT_NE(port, 0) << tool->stderr_text();
+  // Counted by the first version and not scraped before it is replaced:
+  // its maps are read a last time when it detaches. (connect() returns
+  // after the state change that ends it, so the counts are in the maps.)
+  make_connects(listener.local_port(), 2, closed.port, 1);
+  { std::ofstream(program, std::ios::app) << "\n/* edited */\n"; }
+  ASSERT_TRUE(tool->wait_for_stderr("reloaded", scaled(120s))) << tool->stderr_text();
+  EXPECT_EQ(aggregation_of(scrape(port)), "kernel");
+  make_connects(listener.local_port(), 3, closed.port, 2);
+  const auto series = scrape_after_events(port, 8);
+  EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 5);
+  EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 3);
+  EXPECT_EQ(series.at("tcptrace_events_total"), 8);
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  EXPECT_NE(tool->stderr_text().find("tcptrace-bcc: 8 events (counted in the kernel)"), std::string::npos)
+      << tool->stderr_text();
+}
+
+// A program file that cannot count in the kernel: with --aggregate kernel a
+// usage error before anything compiles; one that claims to but lacks the
+// maps, a runtime error naming the map; both leave nothing loaded.
+TEST(MetricsExport, AggregateKernelNeedsAProgramThatCan) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string source = "struct event { u32 pid; };\n"
+                             "BPF_PERF_OUTPUT(events);\n"
+                             "TRACEPOINT_PROBE(sock, inet_sock_set_state) {\n"
+                             "    struct event e = {};\n"
+                             "    e.pid = bpf_get_current_pid_tgid() >> 32;\n"
+                             "    events.perf_submit(args, &e, sizeof(e));\n"
+                             "    return 0;\n"
+                             "}\n";
+  const fs::path plain = dir.path() / "plain.bpf.c";
+  const fs::path claims = dir.path() / "claims.bpf.c";
+  std::ofstream(plain) << source;
+  std::ofstream(claims) << "// tcptrace:aggregate connlat\n" << source;
+  const std::set<uint32_t> programs_before = loaded_bpf_program_ids();
+
+  ToolProcess refused({"--program-file", plain.string(), "--metrics", "127.0.0.1:0", "--output", "none",
+                       "--aggregate", "kernel"});
+  EXPECT_EQ(refused.wait_exit(scaled(120s)), 2);
+  EXPECT_EQ(refused.stderr_text(),
+            "tcptrace-bcc: --aggregate kernel: program plain cannot count in the kernel (it has no "
+            "'tcptrace:aggregate' line)\n");
+  EXPECT_EQ(refused.stdout_text(), "");
+
+  ToolProcess missing({"--program-file", claims.string(), "--metrics", "127.0.0.1:0", "--output", "none"});
+  EXPECT_EQ(missing.wait_exit(scaled(120s)), 1);
+  EXPECT_NE(missing.stderr_text().find(claims.string() +
+                                       ": with TCPTRACE_AGGREGATE the program declares no map "
+                                       "'tcptrace_agg_connect_latency' (kernel_aggregation.h)"),
+            std::string::npos)
+      << missing.stderr_text();
+  EXPECT_EQ(missing.stdout_text(), "");
+  EXPECT_EQ(loaded_bpf_program_ids(), programs_before);
 }
 
 }  // namespace
