@@ -620,14 +620,39 @@ Status check_percpu_array(int map_fd, const std::string& name, size_t entries, s
 
 std::vector<uint64_t> read_percpu_array_sums(int map_fd, size_t entries, size_t words) {
   // A per-CPU lookup returns the value of every possible CPU, one after the
-  // other (each a multiple of 8 bytes here).
+  // other (each a multiple of 8 bytes here). One batched lookup (Linux 5.6+:
+  // BPF_MAP_LOOKUP_BATCH) reads the whole array in one system call instead
+  // of one per entry; older kernels refuse it (EINVAL) and get the loop.
   const size_t cpus = possible_cpu_count();
-  std::vector<uint64_t> per_cpu(cpus * words);
+  const size_t stride = cpus * words;
+  std::vector<uint64_t> values(entries * stride, 0);
+  std::vector<uint32_t> keys(entries, 0);
+  size_t read = 0;
+  uint32_t next = 0;
+  bool batched = true;
+  while (read < entries) {
+    uint32_t count = static_cast<uint32_t>(entries - read);
+    errno = 0;
+    const int rc = bpf_lookup_batch(map_fd, read == 0 ? nullptr : &next, &next, keys.data() + read,
+                                    values.data() + read * stride, &count);
+    read += count;
+    if (rc != 0 && errno == ENOENT) break;  // the end of the array
+    if (rc != 0) {
+      batched = false;
+      break;
+    }
+  }
+  if (!batched || read != entries) {
+    for (uint32_t key = 0; key < entries; ++key) {
+      keys[key] = key;
+      if (bpf_lookup_elem(map_fd, &key, values.data() + key * stride) != 0) return {};
+    }
+  }
   std::vector<uint64_t> sums(entries * words, 0);
-  for (uint32_t key = 0; key < entries; ++key) {
-    if (bpf_lookup_elem(map_fd, &key, per_cpu.data()) != 0) return {};
+  for (size_t i = 0; i < entries; ++i) {
+    if (keys[i] >= entries) return {};
     for (size_t cpu = 0; cpu < cpus; ++cpu) {
-      for (size_t word = 0; word < words; ++word) sums[key * words + word] += per_cpu[cpu * words + word];
+      for (size_t word = 0; word < words; ++word) sums[keys[i] * words + word] += values[i * stride + cpu * words + word];
     }
   }
   return sums;
