@@ -1,5 +1,7 @@
 // Prometheus metrics made from the same decoded fields as the JSON lines
-// (--metrics). Everything here builds and is unit-tested without root or
+// (--metrics), or from counts a program kept in the kernel
+// (kernel_aggregation.h feeds them through the add_* calls into the same
+// families). Everything here builds and is unit-tested without root or
 // libbcc; serving /metrics over HTTP is metrics_server.{h,cpp}.
 //
 // A program's metrics follow from the fields its events carry, read by name

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "http_get.h"
 #include "loopback.h"
 #include "tool_process.h"
 
@@ -114,6 +115,53 @@ std::string attach_method_in(const std::string& stderr_text) {
   return stderr_text.substr(at, stderr_text.find(')', at) - at);
 }
 
+// A connlat process with `args`, its attach method requested (--attach
+// unless "auto"), once ready. Where this kernel cannot attach the method the
+// run is to be skipped (`skip` says why), unless TCPTRACE_TEST_REQUIRE_ATTACH
+// names it; TCPTRACE_TEST_EXPECT_AUTO names the method auto must choose.
+struct MethodRun {
+  std::unique_ptr<ToolProcess> tool;  // null when it did not start (test failed) or is skipped
+  std::string method;                 // from the ready line
+  std::string skip;
+};
+
+MethodRun start_with_method(std::vector<std::string> args, const std::string& requested) {
+  if (requested != "auto") {
+    args.push_back("--attach");
+    args.push_back(requested);
+  }
+  MethodRun run;
+  const auto started = std::chrono::steady_clock::now();
+  run.tool = std::make_unique<ToolProcess>(args);
+  ToolProcess& tool = *run.tool;
+  if (!tool.wait_for_stderr("ready", 120s)) {
+    const int status = tool.wait_exit(10s);
+    const std::string err = tool.stderr_text();
+    run.tool.reset();
+    // An explicit method the kernel cannot do ends with status 1 and
+    // "--attach METHOD: why" before anything is compiled.
+    if (requested != "auto" && status == 1 && err.find("--attach " + requested + ": ") != std::string::npos &&
+        !attach_required(requested)) {
+      run.skip = "this kernel cannot attach " + requested +
+                 " (scripts/vm-test runs this test on a stock Debian kernel that can): " + err;
+      return run;
+    }
+    ADD_FAILURE() << "connlat did not become ready (exit status " << status << "):\n" << err;
+    return run;
+  }
+  const auto ready_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  ::testing::Test::RecordProperty("ms_to_ready", static_cast<int>(ready_ms));
+  run.method = attach_method_in(tool.stderr_text());
+  std::cout << "[   INFO   ] connlat (attach: " << run.method << ") ready after " << ready_ms << " ms" << std::endl;
+  if (requested != "auto") {
+    EXPECT_EQ(run.method, requested) << tool.stderr_text();
+  } else if (const char* expected = std::getenv("TCPTRACE_TEST_EXPECT_AUTO")) {
+    EXPECT_EQ(run.method, expected) << tool.stderr_text();
+  }
+  return run;
+}
+
 // Every attach method with one tool process (one compile: over a minute
 // under the VM's software emulation) and the same traffic: established
 // connects on 127.0.0.1 and ::1, refused connects on both, a connect whose
@@ -141,35 +189,11 @@ TEST_P(ConnlatAttach, ConnectOutcomes) {
                         unanswered.local_port()}) {
     dports += (dports.empty() ? "" : ",") + std::to_string(port);
   }
-  std::vector<std::string> args = {"--program", "connlat", "--dport", dports};
-  if (requested != "auto") {
-    args.push_back("--attach");
-    args.push_back(requested);
-  }
-  const auto started = std::chrono::steady_clock::now();
-  ToolProcess tool(args);
-  if (!tool.wait_for_stderr("ready", 120s)) {
-    const int status = tool.wait_exit(10s);
-    const std::string err = tool.stderr_text();
-    // An explicit method the kernel cannot do ends with status 1 and
-    // "--attach METHOD: why" before anything is compiled.
-    if (requested != "auto" && status == 1 && err.find("--attach " + requested + ": ") != std::string::npos &&
-        !attach_required(requested)) {
-      GTEST_SKIP() << "this kernel cannot attach " << requested
-                   << " (scripts/vm-test runs this test on a stock Debian kernel that can): " << err;
-    }
-    FAIL() << "connlat did not become ready (exit status " << status << "):\n" << err;
-  }
-  const auto ready_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
-  RecordProperty("ms_to_ready", static_cast<int>(ready_ms));
-  const std::string method = attach_method_in(tool.stderr_text());
-  std::cout << "[   INFO   ] connlat (attach: " << method << ") ready after " << ready_ms << " ms" << std::endl;
-  if (requested != "auto") {
-    EXPECT_EQ(method, requested) << tool.stderr_text();
-  } else if (const char* expected = std::getenv("TCPTRACE_TEST_EXPECT_AUTO")) {
-    EXPECT_EQ(method, expected) << tool.stderr_text();
-  }
+  MethodRun run = start_with_method({"--program", "connlat", "--dport", dports}, requested);
+  if (!run.skip.empty()) GTEST_SKIP() << run.skip;
+  ASSERT_TRUE(run.tool);
+  ToolProcess& tool = *run.tool;
+  const std::string& method = run.method;
 
   // The unanswered connect takes 3 s (SYN, one retransmission after the
   // initial RTO of 1 s, then 2 s more): it runs beside the others.
@@ -243,6 +267,58 @@ TEST_P(ConnlatAttach, ConnectOutcomes) {
     // connect that never gets an answer never reaches (README: attach methods).
     EXPECT_EQ(timed_out.size(), 0u) << timed_out.at(0);
   }
+}
+
+// Each method's variant that counts in the kernel (--output none
+// --metrics): the same connects, counted exactly, read at scrape time.
+TEST_P(ConnlatAttach, KernelCountsConnectOutcomes) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener4 = bind_loopback(AF_INET);
+  Socket listener6 = bind_loopback(AF_INET6);
+  Socket unlisted = bind_loopback(AF_INET);
+  for (const Socket* s : {&listener4, &listener6, &unlisted}) start_listening(*s);
+  ClosedPort closed4(AF_INET);
+  ClosedPort closed6(AF_INET6);
+  std::string dports;
+  for (uint16_t port : {listener4.local_port(), listener6.local_port(), closed4.port, closed6.port}) {
+    dports += (dports.empty() ? "" : ",") + std::to_string(port);
+  }
+  MethodRun run = start_with_method(
+      {"--program", "connlat", "--dport", dports, "--metrics", "127.0.0.1:0", "--output", "none"}, GetParam());
+  if (!run.skip.empty()) GTEST_SKIP() << run.skip;
+  ASSERT_TRUE(run.tool);
+  ToolProcess& tool = *run.tool;
+  EXPECT_NE(tool.stderr_text().find("(counting in the kernel)"), std::string::npos) << tool.stderr_text();
+  const uint16_t port = served_metrics_port(tool.stderr_text());
+  ASSERT_NE(port, 0) << tool.stderr_text();
+
+  for (int i = 0; i < 3; ++i) EXPECT_GE(connect_loopback(AF_INET, listener4.local_port()).fd(), 0);
+  EXPECT_GE(connect_loopback(AF_INET6, listener6.local_port()).fd(), 0);
+  for (int i = 0; i < 2; ++i) EXPECT_LT(connect_loopback(AF_INET, closed4.port).fd(), 0);
+  EXPECT_LT(connect_loopback(AF_INET6, closed6.port).fd(), 0);
+  EXPECT_GE(connect_loopback(AF_INET, unlisted.local_port()).fd(), 0);
+
+  // connect() returns after the state change that ends it: the counts are
+  // in the maps, and a scrape reads them.
+  const auto series = parse_exposition(http_get(port, "/metrics").body);
+  const auto at = [&](const std::string& name) {
+    const auto it = series.find(name);
+    return it == series.end() ? -1.0 : it->second;
+  };
+  EXPECT_EQ(at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 4);
+  EXPECT_EQ(at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 3);
+  EXPECT_EQ(at("tcptrace_events_total"), 7) << "--dport keeps the unlisted port out";
+  EXPECT_EQ(at("tcptrace_tcp_connect_latency_seconds_count{family=\"ipv4\",outcome=\"established\"}"), 3);
+  EXPECT_EQ(at("tcptrace_tcp_connect_latency_seconds_count{family=\"ipv6\",outcome=\"established\"}"), 1);
+  EXPECT_EQ(at("tcptrace_tcp_connect_latency_seconds_count{family=\"ipv4\",outcome=\"refused\"}"), 2);
+  EXPECT_EQ(at("tcptrace_tcp_connect_latency_seconds_count{family=\"ipv6\",outcome=\"refused\"}"), 1);
+  // A loopback handshake takes well under a second, even under emulation.
+  EXPECT_EQ(at("tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"established\",le=\"1\"}"), 3);
+  EXPECT_GT(at("tcptrace_tcp_connect_latency_seconds_sum{family=\"ipv4\",outcome=\"established\"}"), 0);
+  EXPECT_EQ(tool.stop(SIGINT), 0) << tool.stderr_text();
+  EXPECT_EQ(tool.stdout_text(), "");
+  EXPECT_NE(tool.stderr_text().find("tcptrace-bcc: 7 events (counted in the kernel), 0 lost"), std::string::npos)
+      << tool.stderr_text();
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, ConnlatAttach, ::testing::Values("kfunc", "kprobe", "tracepoint", "auto"),

@@ -70,6 +70,15 @@ inline std::map<std::string, double> parse_exposition(const std::string& text) {
   return series;
 }
 
+// The port of the tool's "serving metrics at http://127.0.0.1:PORT/metrics"
+// line in `stderr_text`, 0 if there is none.
+inline uint16_t served_metrics_port(const std::string& stderr_text) {
+  const std::string marker = "serving metrics at http://127.0.0.1:";
+  const size_t at = stderr_text.find(marker);
+  if (at == std::string::npos) return 0;
+  return static_cast<uint16_t>(std::stoi(stderr_text.substr(at + marker.size())));
+}
+
 // A free loopback TCP port: bound to port 0 and released. Another process
 // could take it before the caller binds it; tests that can pass port 0 to
 // the process under test do that instead.

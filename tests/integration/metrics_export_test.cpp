@@ -24,14 +24,7 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// The port of "serving metrics at http://127.0.0.1:PORT/metrics".
-uint16_t metrics_port(ToolProcess& tool) {
-  const std::string err = tool.stderr_text();
-  const std::string marker = "serving metrics at http://127.0.0.1:";
-  const size_t at = err.find(marker);
-  if (at == std::string::npos) return 0;
-  return static_cast<uint16_t>(std::stoi(err.substr(at + marker.size())));
-}
+uint16_t metrics_port(ToolProcess& tool) { return served_metrics_port(tool.stderr_text()); }
 
 // connlat with metrics only, its --dport limited to a listener and a closed
 // port of the test's own, so other traffic on the machine stays out.
@@ -86,6 +79,18 @@ void make_connects(uint16_t listening_port, int established, uint16_t closed_por
   for (int i = 0; i < refused; ++i) {
     EXPECT_LT(connect_loopback(AF_INET, closed_port).fd(), 0);
     EXPECT_EQ(errno, ECONNREFUSED);
+  }
+}
+
+// `count` connections to `listener`, each accepted and closed by the client
+// first: its side goes FIN_WAIT1, FIN_WAIT2, TIME_WAIT.
+void open_and_close(Socket& listener, int count) {
+  for (int i = 0; i < count; ++i) {
+    Socket client = connect_loopback(AF_INET, listener.local_port());
+    ASSERT_GE(client.fd(), 0);
+    Socket server = accept_one(listener);
+    client.close();
+    server.close();
   }
 }
 
@@ -153,7 +158,8 @@ TEST_P(MetricsAggregation, ConnlatCountsEveryConnectExactlyWithOutputNone) {
       << err;
 }
 
-INSTANTIATE_TEST_SUITE_P(Where, MetricsAggregation, ::testing::Values("kernel", "host"));
+INSTANTIATE_TEST_SUITE_P(Where, MetricsAggregation, ::testing::Values("kernel", "host"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // Without --aggregate, --output none counts in the kernel when the program
 // can; anything that needs the events in the host keeps them there.
@@ -194,13 +200,7 @@ TEST(MetricsExport, StatesCountedInTheKernelMatchStatesCountedInTheHost) {
   ASSERT_NE(host_port, 0) << host_tool->stderr_text();
 
   constexpr int kConnections = 6;
-  for (int i = 0; i < kConnections; ++i) {
-    Socket client = connect_loopback(AF_INET, listener.local_port());
-    ASSERT_GE(client.fd(), 0);
-    Socket server = accept_one(listener);
-    client.close();  // the client closes first: FIN_WAIT1, FIN_WAIT2, TIME_WAIT
-    server.close();
-  }
+  open_and_close(listener, kConnections);
   // Client side: CLOSE -> SYN_SENT -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2
   // (the TIME_WAIT socket is a different object), at least 4 per connection.
   const auto host_series = scrape_after_events(host_port, kConnections * 4);
@@ -246,13 +246,7 @@ TEST(MetricsExport, StatesTransitionsMatchTheJsonLinesOfTheSameRun) {
   const uint16_t port = metrics_port(*tool);
   ASSERT_NE(port, 0) << tool->stderr_text();
   constexpr int kConnections = 4;
-  for (int i = 0; i < kConnections; ++i) {
-    Socket client = connect_loopback(AF_INET, listener.local_port());
-    ASSERT_GE(client.fd(), 0);
-    Socket server = accept_one(listener);
-    client.close();  // the client closes first: FIN_WAIT1, FIN_WAIT2, TIME_WAIT
-    server.close();
-  }
+  open_and_close(listener, kConnections);
   ASSERT_TRUE(tool->wait_for_lines(kConnections * 2, 10s));
   std::this_thread::sleep_for(500ms);
   const auto series = scrape(port);
@@ -483,7 +477,8 @@ TEST_P(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
   EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
 }
 
-INSTANTIATE_TEST_SUITE_P(Where, MetricsPrometheus, ::testing::Values("kernel", "host"));
+INSTANTIATE_TEST_SUITE_P(Where, MetricsPrometheus, ::testing::Values("kernel", "host"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // --watch with counting in the kernel: the edited version starts with empty
 // maps, and what the old one counted stays in the metrics, once.
