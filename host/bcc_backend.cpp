@@ -518,16 +518,29 @@ void Program::release_compiler_memory() {
 
 // ---- LoadedFunction --------------------------------------------------------
 
-std::optional<uint64_t> LoadedFunction::recursion_misses() const {
-  // BPF_OBJ_GET_INFO_BY_FD straight through bpf(2): libbcc's wrapper lives
-  // in libbpf, which this host does not otherwise link.
-  bpf_prog_info info{};
+namespace {
+
+// BPF_OBJ_GET_INFO_BY_FD straight through bpf(2): libbcc's wrapper lives in
+// libbpf, which this host does not otherwise link. Fills `info` (a
+// bpf_prog_info or bpf_map_info); returns the length the kernel wrote (older
+// kernels write a shorter struct), or nullopt with errno set.
+template <class Info>
+std::optional<uint32_t> object_info(int fd, Info& info) {
   bpf_attr attr{};
-  attr.info.bpf_fd = static_cast<uint32_t>(fd_.get());
+  attr.info.bpf_fd = static_cast<uint32_t>(fd);
   attr.info.info_len = sizeof(info);
   attr.info.info = reinterpret_cast<uint64_t>(&info);
   if (::syscall(__NR_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr)) != 0) return std::nullopt;
-  const uint32_t length = attr.info.info_len;
+  return attr.info.info_len;
+}
+
+}  // namespace
+
+std::optional<uint64_t> LoadedFunction::recursion_misses() const {
+  bpf_prog_info info{};
+  const std::optional<uint32_t> written = object_info(fd_.get(), info);
+  if (!written) return std::nullopt;
+  const uint32_t length = *written;
   // Kernels before 5.12 return a shorter struct without the field.
   const size_t end = offsetof(bpf_prog_info, recursion_misses) + sizeof(info.recursion_misses);
   if (length < end) return std::nullopt;
@@ -599,11 +612,7 @@ std::vector<uint64_t> read_percpu_u64(int map_fd) {
 
 Status check_percpu_array(int map_fd, const std::string& name, size_t entries, size_t words) {
   bpf_map_info info{};
-  bpf_attr attr{};
-  attr.info.bpf_fd = static_cast<uint32_t>(map_fd);
-  attr.info.info_len = sizeof(info);
-  attr.info.info = reinterpret_cast<uint64_t>(&info);
-  if (::syscall(__NR_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof(attr)) != 0) {
+  if (!object_info(map_fd, info)) {
     return runtime_error("cannot inspect map '" + name + "': " + std::strerror(errno));
   }
   const size_t value_size = words * sizeof(uint64_t);

@@ -322,17 +322,13 @@ Result<Options> parse_options(int argc, const char* const* argv) {
   // In-kernel aggregation sends no event to the host: whatever needs one
   // there cannot go with it.
   if (options.aggregate == Options::Aggregate::kernel && runs) {
-    const auto needs_events = [](const std::string& what) {
-      return usage_error("--aggregate kernel: " + what + " needs the events in the host (use --aggregate host)");
-    };
     if (options.output == Options::Output::json) {
       return usage_error("--aggregate kernel: the events never reach the host, so there are no JSON lines; "
                          "add --output none");
     }
-    if (options.metrics_dport_label) return needs_events("--metrics-label");
-    if (options.count) return needs_events("--count");
-    if (options.record_raw) return needs_events("--record-raw");
-    if (options.buffer != Options::Buffer::automatic) return needs_events("--buffer");
+    if (const std::string option = option_needing_events_in_host(options); !option.empty()) {
+      return usage_error("--aggregate kernel: " + option + " needs the events in the host (use --aggregate host)");
+    }
   }
   const FilterSpec& f = options.filters;
   if (f.sport) options.filters_given.push_back("sport");
@@ -342,6 +338,14 @@ Result<Options> parse_options(int argc, const char* const* argv) {
   if (f.min_us) options.filters_given.push_back("min-us");
   if (f.no_failures) options.filters_given.push_back("no-failures");
   return options;
+}
+
+std::string option_needing_events_in_host(const Options& options) {
+  if (options.metrics_dport_label) return "--metrics-label";  // folding ports needs each event's port
+  if (options.count) return "--count";
+  if (options.record_raw) return "--record-raw";
+  if (options.buffer != Options::Buffer::automatic) return "--buffer";
+  return "";
 }
 
 }  // namespace tcptrace

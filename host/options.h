@@ -53,6 +53,12 @@ struct Options {
 
 Result<Options> parse_options(int argc, const char* const* argv);
 
+// The first option given that needs every event in the host, so that
+// --metrics cannot count in the kernel ("--metrics-label", "--count",
+// "--record-raw", "--buffer"), or "" when none does. One list for the usage
+// error of --aggregate kernel and the choice of --aggregate auto.
+std::string option_needing_events_in_host(const Options& options);
+
 // The --help text.
 std::string usage_text();
 

@@ -182,8 +182,7 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
     plan.aggregate_in_kernel = true;
   } else if (options.aggregate == Options::Aggregate::automatic) {
     plan.aggregate_in_kernel = kernel_capable && options.metrics && options.output == Options::Output::none &&
-                               !options.metrics_dport_label && !options.count && !options.record_raw &&
-                               options.buffer == Options::Buffer::automatic;
+                               option_needing_events_in_host(options).empty();
   }
   if (plan.aggregate_in_kernel) {
     const std::vector<std::string> flags = aggregation_cflags();
