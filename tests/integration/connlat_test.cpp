@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 
 #include <cstdlib>
+#include <initializer_list>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -115,6 +116,13 @@ std::string attach_method_in(const std::string& stderr_text) {
   return stderr_text.substr(at, stderr_text.find(')', at) - at);
 }
 
+// "P1,P2,..." for --dport.
+std::string port_list(std::initializer_list<uint16_t> ports) {
+  std::string list;
+  for (uint16_t port : ports) list += (list.empty() ? "" : ",") + std::to_string(port);
+  return list;
+}
+
 // A connlat process with `args`, its attach method requested (--attach
 // unless "auto"), once ready. Where this kernel cannot attach the method the
 // run is to be skipped (`skip` says why), unless TCPTRACE_TEST_REQUIRE_ATTACH
@@ -184,11 +192,8 @@ TEST_P(ConnlatAttach, ConnectOutcomes) {
   SynRule drop(unanswered.local_port(), "drop");
   ASSERT_TRUE(drop.ok()) << "nft could not add the test table";
 
-  std::string dports;
-  for (uint16_t port : {listener4.local_port(), listener6.local_port(), closed4.port, closed6.port,
-                        unanswered.local_port()}) {
-    dports += (dports.empty() ? "" : ",") + std::to_string(port);
-  }
+  const std::string dports = port_list(
+      {listener4.local_port(), listener6.local_port(), closed4.port, closed6.port, unanswered.local_port()});
   MethodRun run = start_with_method({"--program", "connlat", "--dport", dports}, requested);
   if (!run.skip.empty()) GTEST_SKIP() << run.skip;
   ASSERT_TRUE(run.tool);
@@ -279,10 +284,7 @@ TEST_P(ConnlatAttach, KernelCountsConnectOutcomes) {
   for (const Socket* s : {&listener4, &listener6, &unlisted}) start_listening(*s);
   ClosedPort closed4(AF_INET);
   ClosedPort closed6(AF_INET6);
-  std::string dports;
-  for (uint16_t port : {listener4.local_port(), listener6.local_port(), closed4.port, closed6.port}) {
-    dports += (dports.empty() ? "" : ",") + std::to_string(port);
-  }
+  const std::string dports = port_list({listener4.local_port(), listener6.local_port(), closed4.port, closed6.port});
   MethodRun run = start_with_method(
       {"--program", "connlat", "--dport", dports, "--metrics", "127.0.0.1:0", "--output", "none"}, GetParam());
   if (!run.skip.empty()) GTEST_SKIP() << run.skip;

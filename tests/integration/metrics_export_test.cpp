@@ -24,8 +24,6 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-uint16_t metrics_port(ToolProcess& tool) { return served_metrics_port(tool.stderr_text()); }
-
 // connlat with metrics only, its --dport limited to a listener and a closed
 // port of the test's own, so other traffic on the machine stays out.
 struct ConnlatMetricsRun {
@@ -41,7 +39,7 @@ struct ConnlatMetricsRun {
                                         "--dport", ports};
     options.insert(options.end(), more_options.begin(), more_options.end());
     tool = start_ready(options);
-    if (tool) metrics_port = tcptrace::testing::metrics_port(*tool);
+    if (tool) metrics_port = served_metrics_port(tool->stderr_text());
   }
 };
 
@@ -195,7 +193,8 @@ TEST(MetricsExport, StatesCountedInTheKernelMatchStatesCountedInTheHost) {
   ASSERT_TRUE(kernel_tool);
   auto host_tool = start_ready(host_options);
   ASSERT_TRUE(host_tool);
-  const uint16_t kernel_port = metrics_port(*kernel_tool), host_port = metrics_port(*host_tool);
+  const uint16_t kernel_port = served_metrics_port(kernel_tool->stderr_text());
+  const uint16_t host_port = served_metrics_port(host_tool->stderr_text());
   ASSERT_NE(kernel_port, 0) << kernel_tool->stderr_text();
   ASSERT_NE(host_port, 0) << host_tool->stderr_text();
 
@@ -243,7 +242,7 @@ TEST(MetricsExport, StatesTransitionsMatchTheJsonLinesOfTheSameRun) {
   auto tool = start_ready({"--program", "states", "--metrics", "127.0.0.1:0", "--dport",
                            std::to_string(listener.local_port())});
   ASSERT_TRUE(tool);
-  const uint16_t port = metrics_port(*tool);
+  const uint16_t port = served_metrics_port(tool->stderr_text());
   ASSERT_NE(port, 0) << tool->stderr_text();
   constexpr int kConnections = 4;
   open_and_close(listener, kConnections);
@@ -495,7 +494,7 @@ TEST(MetricsExport, WatchKeepsTheCountsOfTheReplacedVersion) {
   auto tool = start_ready({"--program-file", program.string(), "--watch", "--metrics", "127.0.0.1:0", "--output",
                            "none", "--dport", ports});
   ASSERT_TRUE(tool);
-  const uint16_t port = metrics_port(*tool);
+  const uint16_t port = served_metrics_port(tool->stderr_text());
   ASSERT_NE(port, 0) << tool->stderr_text();
   // Counted by the first version and not scraped before it is replaced:
   // its maps are read a last time when it detaches. (connect() returns
