@@ -170,6 +170,13 @@ size_t longest_name(std::string_view (*name_of)(uint64_t), uint64_t limit) {
   return longest;
 }
 
+bool all_zero(const unsigned char* p, size_t size) {
+  for (size_t i = 0; i < size; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
 bool is_integer(const FieldLayout& field) {
   return !field.is_array && field.element_size <= 8 &&
          (field.kind == ScalarKind::unsigned_int || field.kind == ScalarKind::signed_int ||
@@ -245,6 +252,11 @@ Result<EventDecoder> EventDecoder::make(EventLayout layout, const std::vector<Fo
         case FieldFormat::by_type:
           break;
       }
+      if (hint.null_when_zero) {
+        // A modifier: the field keeps the format its other hints give it.
+        plan.null_when_zero = true;
+        continue;
+      }
       plan.format = hint.format;
       if (hint.format == FieldFormat::enumeration) {
         // Rendered (quoted, escaped) once here instead of for every event.
@@ -258,7 +270,8 @@ Result<EventDecoder> EventDecoder::make(EventLayout layout, const std::vector<Fo
     plan.plain_integer = plan.format == FieldFormat::by_type && !plan.field.is_array &&
                          plan.field.element_size <= 8 &&
                          (plan.field.kind == ScalarKind::unsigned_int || plan.field.kind == ScalarKind::signed_int);
-    decoder.max_line_chars_ += plan.key.size() + max_field_chars(plan) + 1;  // key, value, comma
+    const size_t value_chars = std::max(max_field_chars(plan), plan.null_when_zero ? size_t{4} : size_t{0});
+    decoder.max_line_chars_ += plan.key.size() + value_chars + 1;  // key, value, comma
     decoder.plans_.push_back(std::move(plan));
   }
   decoder.max_line_chars_ += decoder.prefix_.size() + 2;  // "}\n" (or "{}\n")
@@ -325,6 +338,7 @@ bool EventDecoder::append_json(std::string& out, const void* data, size_t size) 
 char* EventDecoder::write_field(char* p, const FieldPlan& plan, const unsigned char* data) const {
   const FieldLayout& field = plan.field;
   const unsigned char* value = data + field.offset;
+  if (plan.null_when_zero && all_zero(value, field.size())) return write_name(p, "null");
   switch (plan.format) {
     case FieldFormat::ip_address: {
       const uint64_t family = read_unsigned(data + plan.family.offset, plan.family.element_size);

@@ -52,6 +52,7 @@ class EventDecoder {
     FieldLayout family;
     std::vector<std::string> enum_names;  // as JSON strings, quotes included
     bool plain_integer = false;  // a by-type scalar of at most 64 bits
+    bool null_when_zero = false;  // "optional": all-zero bytes print as null
   };
 
   EventDecoder(EventLayout layout, DecoderOptions options, const WallClock& clock)

@@ -71,6 +71,8 @@ Result<FormatHint> parse_token(std::string_view token, std::string_view where) {
     hint.format = FieldFormat::errno_name;
   } else if (kind == "string") {
     hint.format = FieldFormat::string;
+  } else if (kind == "optional") {
+    hint.null_when_zero = true;
   } else if (kind == "enum") {
     hint.format = FieldFormat::enumeration;
     if (!has_argument || argument.empty()) return bad("enum needs a list of names");
@@ -79,7 +81,7 @@ Result<FormatHint> parse_token(std::string_view token, std::string_view where) {
       if (name.empty()) return bad("empty name in enum list");
     }
   } else {
-    return bad("unknown kind (known: ip, hex, tcp_state, errno, enum, string)");
+    return bad("unknown kind (known: ip, hex, tcp_state, errno, enum, string, optional)");
   }
   if (has_argument && hint.format != FieldFormat::ip_address &&
       hint.format != FieldFormat::enumeration) {

@@ -19,6 +19,11 @@
 //   errno             integer errno printed as its symbolic name ("ECONNREFUSED").
 //   enum(A,B,C)       integer 0,1,2… printed as A,B,C.
 //   string            u8/char array printed as a string (the default for char).
+//   optional          null when every byte of the field is zero: a value the
+//                     program could not know (states: the owner of a socket
+//                     nobody holds). Otherwise printed as its other hint or
+//                     its type says, so it combines with any kind
+//                     ("pid=optional", "saddr=ip saddr=optional").
 #pragma once
 
 #include <string>
@@ -36,6 +41,7 @@ struct FormatHint {
   std::string field;
   FieldFormat format = FieldFormat::by_type;
   std::vector<std::string> arguments;  // ip: {family field}; enum: names
+  bool null_when_zero = false;         // "optional": format stays as other hints set it
 };
 
 inline constexpr std::string_view kFormatHintMarker = "tcptrace:format";

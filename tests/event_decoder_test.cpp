@@ -745,6 +745,36 @@ TEST(EventDecoderHints, EnumNamesAreEscaped) {
   EXPECT_EQ(decode(*decoder, sample).at("k"), "c\\d");
 }
 
+// "optional": a value the program could not know (all bytes zero) is null,
+// anything else is printed as the field's type or other hint says.
+TEST(EventDecoderHints, OptionalFieldsAreNullWhenZero) {
+  auto decoder = make_decoder({"pid#u32", "comm#char[16]", "family#u16", "saddr#u8[16]", "n#s64"},
+                              "pid=optional comm=optional saddr=ip(family) saddr=optional n=optional");
+  ASSERT_TRUE(decoder.ok()) << decoder.error().message;
+  Sample unknown(decoder->layout());
+  unknown.set<uint16_t>("family", 4);
+  EXPECT_EQ(decode_line(*decoder, unknown),
+            "{\"pid\":null,\"comm\":null,\"family\":4,\"saddr\":null,\"n\":null}\n");
+  Sample known(decoder->layout());
+  known.set<uint32_t>("pid", 4242).set_bytes("comm", "nginx").set<uint16_t>("family", 4);
+  known.set_bytes("saddr", v4_bytes("10.0.0.1")).set<int64_t>("n", -1);
+  EXPECT_EQ(decode_line(*decoder, known),
+            "{\"pid\":4242,\"comm\":\"nginx\",\"family\":4,\"saddr\":\"10.0.0.1\",\"n\":-1}\n");
+  // One non-zero byte anywhere in the field is a value.
+  Sample high_byte(decoder->layout());
+  high_byte.set<uint32_t>("pid", 1u << 24);
+  EXPECT_EQ(decode(*decoder, high_byte).at("pid"), 1 << 24);
+}
+
+TEST(EventDecoderHints, OptionalAloneKeepsTheFieldsOwnFormat) {
+  auto decoder = make_decoder({"state#u8", "skaddr#u64"}, "state=optional state=tcp_state skaddr=hex skaddr=optional");
+  ASSERT_TRUE(decoder.ok()) << decoder.error().message;
+  Sample sample(decoder->layout());
+  EXPECT_EQ(decode_line(*decoder, sample), "{\"state\":null,\"skaddr\":null}\n");
+  sample.set<uint8_t>("state", 10).set<uint64_t>("skaddr", 0xff);
+  EXPECT_EQ(decode_line(*decoder, sample), "{\"state\":\"LISTEN\",\"skaddr\":\"0xff\"}\n");
+}
+
 TEST(EventDecoderHints, TablePrefixSelectsTheTable) {
   const std::vector<std::string> fields = {"family#u16", "saddr#u8[4]", "x#u32"};
   const std::string hints = "other.saddr=ip(family) events.x=hex";

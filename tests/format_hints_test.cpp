@@ -143,6 +143,17 @@ TEST(FormatHints, EveryKindWithoutArguments) {
   for (size_t i = 0; i < 4; ++i) EXPECT_TRUE(hints[i].arguments.empty()) << i;
 }
 
+TEST(FormatHints, OptionalIsAModifier) {
+  const auto hints = parse_ok("// tcptrace:format pid=optional saddr=ip saddr=optional\n");
+  ASSERT_EQ(hints.size(), 3u);
+  EXPECT_TRUE(hints[0].null_when_zero);
+  EXPECT_EQ(hints[0].format, FieldFormat::by_type);
+  EXPECT_FALSE(hints[1].null_when_zero);
+  EXPECT_EQ(hints[1].format, FieldFormat::ip_address);
+  EXPECT_TRUE(hints[2].null_when_zero);
+  EXPECT_EQ(parse_error("// tcptrace:format pid=optional(x)\n"), "line 1: bad format hint 'pid=optional(x)': this kind takes no argument");
+}
+
 TEST(FormatHints, MarkerMayFollowAnyPrefix) {
   const auto hints = parse_ok("u32 x; // tcptrace:format x=hex\n");
   ASSERT_EQ(hints.size(), 1u);
