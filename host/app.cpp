@@ -225,6 +225,9 @@ Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> l
     if (!attachment) return std::move(attachment).take_error();
     active->attachments.push_back(std::move(attachment).value());
   }
+  // Attached first, then seeded: a socket created meanwhile is seen by the
+  // probes, one that existed before is in the table.
+  if (std::string seeded = seed_socket_owners(*loaded); !seeded.empty()) report(seeded);
   active->misses_seen.assign(loaded->functions.size(), 0);
   if (metrics != nullptr) {
     metrics->set_probes_attached(active->attachments.size());

@@ -627,6 +627,27 @@ Status check_percpu_array(int map_fd, const std::string& name, size_t entries, s
   return {};
 }
 
+Result<uint32_t> check_hash_map(int map_fd, const std::string& name, size_t key_size, size_t value_size) {
+  bpf_map_info info{};
+  if (!object_info(map_fd, info)) {
+    return runtime_error("cannot inspect map '" + name + "': " + std::strerror(errno));
+  }
+  const bool hash = info.type == BPF_MAP_TYPE_HASH || info.type == BPF_MAP_TYPE_LRU_HASH;
+  if (!hash || info.key_size != key_size || info.value_size != value_size) {
+    return runtime_error("map '" + name + "' must be a hash or lru_hash map with " + std::to_string(key_size) +
+                         "-byte keys and " + std::to_string(value_size) + "-byte values; it is a map of type " +
+                         std::to_string(info.type) + " with " + std::to_string(info.key_size) + "-byte keys and " +
+                         std::to_string(info.value_size) + "-byte values");
+  }
+  return info.max_entries;
+}
+
+int insert_map_element(int map_fd, const void* key, const void* value) {
+  errno = 0;
+  if (bpf_update_elem(map_fd, const_cast<void*>(key), const_cast<void*>(value), BPF_NOEXIST) == 0) return 0;
+  return errno != 0 ? errno : EINVAL;
+}
+
 std::vector<uint64_t> read_percpu_array_sums(int map_fd, size_t entries, size_t words) {
   // A per-CPU lookup returns the value of every possible CPU, one after the
   // other (each a multiple of 8 bytes here). One batched lookup (Linux 5.6+:

@@ -133,6 +133,15 @@ std::vector<uint64_t> read_percpu_u64(int map_fd);
 // each; a runtime error naming `name` and what it is instead otherwise.
 Status check_percpu_array(int map_fd, const std::string& name, size_t entries, size_t words);
 
+// Checks that a map is a hash or LRU hash map with keys and values of these
+// sizes and returns its capacity (max_entries); a runtime error naming
+// `name` and what it is instead otherwise.
+Result<uint32_t> check_hash_map(int map_fd, const std::string& name, size_t key_size, size_t value_size);
+
+// Adds an entry unless the key is there already (BPF_NOEXIST); 0, EEXIST,
+// or the errno of the failure (E2BIG: a full hash map).
+int insert_map_element(int map_fd, const void* key, const void* value);
+
 // Every entry of such a map, each of its u64 words summed over the possible
 // CPUs, flat: entry * words + word. Empty if a lookup fails.
 std::vector<uint64_t> read_percpu_array_sums(int map_fd, size_t entries, size_t words);

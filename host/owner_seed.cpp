@@ -38,6 +38,17 @@ ListenerIndex index_of(const tcptrace_listener_key& key) {
 
 }  // namespace
 
+Result<std::vector<std::string>> netns_offset_cflags(const KernelBtf& btf) {
+  // sk->__sk_common.skc_net is a possible_net_t, whose one member is the
+  // struct net pointer (without CONFIG_NET_NS it has none, and BTF says so).
+  auto sock_net = btf.member_offset("sock", "__sk_common.skc_net.net");
+  if (!sock_net) return std::move(sock_net).take_error();
+  auto net_inum = btf.member_offset("net", "ns.inum");
+  if (!net_inum) return std::move(net_inum).take_error();
+  return std::vector<std::string>{"-DTCPTRACE_SOCK_NET_OFFSET=" + std::to_string(*sock_net),
+                                  "-DTCPTRACE_NET_INUM_OFFSET=" + std::to_string(*net_inum)};
+}
+
 std::optional<pid_t> choose_owner(const std::vector<pid_t>& holders,
                                   const std::unordered_map<pid_t, ProcessInfo>& processes) {
   if (holders.empty()) return std::nullopt;

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernel_btf.h"
 #include "socket_table.h"
 #include "tcptrace_owner.h"
 
@@ -31,6 +32,10 @@ struct OwnerSeed {
 // (no BTF); keys then carry netns 0, and the table should hold one
 // namespace only.
 OwnerSeed plan_owner_seed(const SocketTable& table, bool keyed_by_netns);
+
+// -DTCPTRACE_SOCK_NET_OFFSET=N -DTCPTRACE_NET_INUM_OFFSET=M for
+// tcptrace_socket_netns(), from the kernel's BTF; an error says why not.
+Result<std::vector<std::string>> netns_offset_cflags(const KernelBtf& btf);
 
 // The owner among `holders` (ascending pids), or nullopt (see above).
 std::optional<pid_t> choose_owner(const std::vector<pid_t>& holders,

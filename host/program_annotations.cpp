@@ -10,6 +10,22 @@ bool ProgramAnnotations::honours(std::string_view filter) const {
   return std::find(filters.begin(), filters.end(), filter) != filters.end();
 }
 
+std::string_view seed_kind_name(SeedKind kind) {
+  return kind == SeedKind::tcp_listeners ? "tcp-listeners" : "tcp-connections";
+}
+
+namespace {
+
+bool is_identifier(std::string_view s) {
+  if (s.empty() || (s[0] >= '0' && s[0] <= '9')) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 const std::vector<std::string>& known_filter_names() {
   static const std::vector<std::string> names = {"sport", "dport", "family", "pid", "min-us", "no-failures"};
   return names;
@@ -62,6 +78,28 @@ Result<ProgramAnnotations> parse_program_annotations(std::string_view source) {
         return {};
       });
   if (!aggregate) return std::move(aggregate).take_error();
+  Status seed = for_each_annotation_word(source, "tcptrace:seed", [&](std::string_view word, size_t line) -> Status {
+    const std::string where = "line " + std::to_string(line) + ": tcptrace:seed '" + std::string(word) + "': ";
+    const size_t eq = word.find('=');
+    if (eq == std::string_view::npos) return runtime_error(where + "expected KIND=MAP");
+    const std::string_view kind_name = word.substr(0, eq);
+    const std::string_view map = word.substr(eq + 1);
+    SeedKind kind;
+    if (kind_name == seed_kind_name(SeedKind::tcp_listeners)) {
+      kind = SeedKind::tcp_listeners;
+    } else if (kind_name == seed_kind_name(SeedKind::tcp_connections)) {
+      kind = SeedKind::tcp_connections;
+    } else {
+      return runtime_error(where + "unknown kind (known: tcp-listeners, tcp-connections)");
+    }
+    if (!is_identifier(map)) return runtime_error(where + "the map name is not an identifier");
+    for (const SeedDeclaration& seen : annotations.seeds) {
+      if (seen.kind == kind) return runtime_error(where + "this kind is already seeded into map '" + seen.map + "'");
+    }
+    annotations.seeds.push_back({kind, std::string(map)});
+    return {};
+  });
+  if (!seed) return std::move(seed).take_error();
   return annotations;
 }
 

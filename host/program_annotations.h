@@ -21,6 +21,12 @@
 //       in the kernel, in the maps kernel_aggregation.h names for these
 //       metric sets, instead of sending them (--aggregate; the default with
 //       --output none --metrics).
+//   // tcptrace:seed tcp-listeners=MAP tcp-connections=MAP
+//       Before "ready", the host fills these maps with the owners of the
+//       sockets that existed before the tracer (filters/tcptrace_owner.h
+//       gives their key and value types, checked when the program loads),
+//       and defines the offsets tcptrace_socket_netns() reads a socket's
+//       network namespace at, from the kernel's BTF.
 #pragma once
 
 #include <string>
@@ -32,12 +38,23 @@
 
 namespace tcptrace {
 
+// What the host fills a seeded map with (tcptrace:seed).
+enum class SeedKind { tcp_listeners, tcp_connections };
+
+struct SeedDeclaration {
+  SeedKind kind;
+  std::string map;
+};
+
+std::string_view seed_kind_name(SeedKind kind);
+
 struct ProgramAnnotations {
   std::vector<AttachMethod> attach_methods;  // empty: no variants
   std::vector<std::string> filters;          // option names without "--"
   bool ring_buffer_capable = false;          // tcptrace:buffers lists ringbuf
   bool aggregates_states = false;            // tcptrace:aggregate lists states
   bool aggregates_connlat = false;           // tcptrace:aggregate lists connlat
+  std::vector<SeedDeclaration> seeds;        // tcptrace:seed, one per kind at most
   bool aggregation_capable() const { return aggregates_states || aggregates_connlat; }
   bool honours(std::string_view filter) const;
 };

@@ -1,6 +1,9 @@
 #include "program_loader.h"
 
 #include <fcntl.h>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <malloc.h>
 #include <unistd.h>
@@ -11,6 +14,8 @@
 #include "diagnostics_map.h"
 #include "filter_macros.h"
 #include "kernel_probe.h"
+#include "owner_seed.h"
+#include "socket_table.h"
 
 namespace tcptrace {
 namespace {
@@ -152,6 +157,16 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
   const FilterPlan filters = build_filter_plan(options.filters);
   plan.cflags = {"-I" + where.include_dir};
   plan.cflags.insert(plan.cflags.end(), filters.cflags.begin(), filters.cflags.end());
+  if (!plan.annotations.seeds.empty()) {
+    auto btf = KernelBtf::load();
+    auto netns = btf ? netns_offset_cflags(*btf) : Result<std::vector<std::string>>(std::move(btf).take_error());
+    if (netns) {
+      plan.cflags.insert(plan.cflags.end(), netns->begin(), netns->end());
+      plan.seed_by_netns = true;
+    } else {
+      plan.seed_netns_missing = netns.error().message;
+    }
+  }
   for (const auto& macro : options.macros) plan.cflags.push_back(cflag_for(macro));
 
   // Programs with variants get the method chosen from what the kernel can
@@ -282,6 +297,24 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
     loaded->tables.push_back(std::move(table));
   }
 
+  for (const SeedDeclaration& seed : loaded->plan.annotations.seeds) {
+    const std::string line = "tcptrace:seed " + std::string(seed_kind_name(seed.kind)) + "=" + seed.map;
+    if (!program.has_table(seed.map)) return runtime_error(path + ": " + line + ": the program declares no such map");
+    UniqueFd fd(::fcntl(program.table_fd(seed.map), F_DUPFD_CLOEXEC, 0));
+    if (!fd.valid()) return runtime_error("cannot duplicate the fd of map '" + seed.map + "'");
+    const bool listeners = seed.kind == SeedKind::tcp_listeners;
+    Result<uint32_t> checked =
+        listeners ? bcc::check_hash_map(fd.get(), seed.map, sizeof(tcptrace_listener_key), sizeof(tcptrace_listener))
+                  : bcc::check_hash_map(fd.get(), seed.map, sizeof(tcptrace_connection_key), sizeof(tcptrace_owner));
+    if (!checked) {
+      return runtime_error(path + ": " + line + ": " + checked.error().message + " (" +
+                           (listeners ? "struct tcptrace_listener_key -> struct tcptrace_listener"
+                                      : "struct tcptrace_connection_key -> struct tcptrace_owner") +
+                           ", tcptrace_owner.h)");
+    }
+    loaded->seeded_maps.push_back({seed.kind, seed.map, std::move(fd), *checked});
+  }
+
   if (loaded->plan.aggregate_in_kernel) {
     auto maps = take_aggregate_maps(program, loaded->plan);
     if (!maps) return std::move(maps).take_error();
@@ -326,6 +359,64 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
   { Compiled finished = std::move(compiled).value(); }
   malloc_trim(0);
   return loaded;
+}
+
+std::string seed_socket_owners(const LoadedProgram& loaded) {
+  if (loaded.seeded_maps.empty()) return {};
+  const auto started = std::chrono::steady_clock::now();
+  SocketTableOptions options;
+  options.all_namespaces = loaded.plan.seed_by_netns;
+  auto table = read_socket_table(options);
+  if (!table) {
+    return "owners of sockets older than the tracer are unknown: cannot read the socket table: " +
+           table.error().message;
+  }
+  const OwnerSeed seed = plan_owner_seed(*table, loaded.plan.seed_by_netns);
+  size_t full = 0, failed = 0;
+  std::string failure;
+  auto insert = [&](int fd, const void* key, const void* value) {
+    // EEXIST: the program learnt that entry itself since attaching.
+    const int error = bcc::insert_map_element(fd, key, value);
+    if (error == 0 || error == EEXIST) return;
+    if (error == E2BIG) {
+      ++full;
+    } else {
+      ++failed;
+      failure = std::strerror(error);
+    }
+  };
+  std::string over_capacity;
+  for (const SeededMap& map : loaded.seeded_maps) {
+    const bool listeners = map.kind == SeedKind::tcp_listeners;
+    const size_t entries = listeners ? seed.listeners.size() : seed.connections.size();
+    if (entries > map.capacity) {
+      over_capacity += "; map '" + map.name + "' holds " + std::to_string(map.capacity) + " of its " +
+                       std::to_string(entries) + " entries";
+    }
+    if (listeners) {
+      for (const auto& [key, value] : seed.listeners) insert(map.fd.get(), &key, &value);
+    } else {
+      for (const auto& [key, value] : seed.connections) insert(map.fd.get(), &key, &value);
+    }
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  char elapsed[32];
+  std::snprintf(elapsed, sizeof elapsed, "%.1f ms", ms);
+  std::string line = "seeded socket owners from the socket table: " + std::to_string(seed.listening_sockets) +
+                     " listening sockets, " + std::to_string(seed.connections.size()) + " connections (" +
+                     std::to_string(seed.unowned) + " with no owning process) in " + std::to_string(table->namespaces) +
+                     " network namespace" + (table->namespaces == 1 ? "" : "s") + ", " + elapsed;
+  if (!loaded.plan.seed_by_netns) {
+    line += "; only this network namespace, as sockets cannot be told apart by namespace without BTF (" +
+            loaded.plan.seed_netns_missing + ")";
+  }
+  line += over_capacity;
+  if (full > 0) line += "; " + std::to_string(full) + " entries did not fit (the map is full)";
+  if (failed > 0) line += "; " + std::to_string(failed) + " entries failed: " + failure;
+  if (!table->skipped.empty()) {
+    line += "; skipped " + std::to_string(table->skipped.size()) + " namespace(s): " + table->skipped.front();
+  }
+  return line;
 }
 
 std::string check_report_json(const LoadedProgram& loaded) {

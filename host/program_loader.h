@@ -30,6 +30,10 @@ struct BuildPlan {
   std::optional<AttachMethod> method;
   bool ring_buffer = false;  // TCPTRACE_RINGBUF chosen
   bool aggregate_in_kernel = false;  // TCPTRACE_AGGREGATE chosen (kernel_aggregation.h)
+  // tcptrace:seed: whether keys carry the network namespace (the kernel has
+  // BTF), and if not, why not.
+  bool seed_by_netns = false;
+  std::string seed_netns_missing;
 };
 
 // Reads what the program declares, checks the filter options against it,
@@ -51,6 +55,14 @@ struct AggregateMaps {
 // One read of the maps, summed over CPUs.
 AggregateSnapshot read_aggregate_maps(const AggregateMaps& maps);
 
+// A map the host fills with socket owners before "ready" (tcptrace:seed).
+struct SeededMap {
+  SeedKind kind;
+  std::string name;
+  UniqueFd fd;
+  uint32_t capacity = 0;  // max_entries: an LRU map evicts past it
+};
+
 struct LoadedProgram {
   BuildPlan plan;
   std::vector<bcc::OutputTable> tables;  // map_fd: one of table_fds
@@ -61,6 +73,7 @@ struct LoadedProgram {
   std::vector<ProbeSpec> probes;
   std::vector<bcc::LoadedFunction> functions;
   std::optional<AggregateMaps> aggregates;  // plan.aggregate_in_kernel
+  std::vector<SeededMap> seeded_maps;
 };
 
 // Compiles (twice when an event struct nests structs, to learn their
@@ -72,6 +85,12 @@ struct LoadedProgram {
 // memory.
 Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const HeaderChoice& headers,
                                                         const std::string& running_release, const WallClock& clock);
+
+// Fills the program's seeded maps from the kernel's socket table; call it
+// once the probes are attached, so no socket falls between the two. Returns
+// the line to report: what was seeded, or why nothing could be (not fatal:
+// owners of older sockets are then unknown, as without seeding).
+std::string seed_socket_owners(const LoadedProgram& loaded);
 
 // --check: the attach plan and each output table's layout, as one JSON object.
 std::string check_report_json(const LoadedProgram& loaded);

@@ -150,6 +150,31 @@ TEST(ProgramAnnotations, Aggregate) {
   EXPECT_EQ(bad.error().message, "line 2: unknown metric set 'retransmits' to aggregate (known: states, connlat)");
 }
 
+TEST(ProgramAnnotations, Seed) {
+  auto both = parse_program_annotations("/*\n * tcptrace:seed tcp-listeners=listeners tcp-connections=known_2\n */\n");
+  ASSERT_TRUE(both) << both.error().message;
+  ASSERT_EQ(both->seeds.size(), 2u);
+  EXPECT_EQ(both->seeds[0].kind, SeedKind::tcp_listeners);
+  EXPECT_EQ(both->seeds[0].map, "listeners");
+  EXPECT_EQ(both->seeds[1].kind, SeedKind::tcp_connections);
+  EXPECT_EQ(both->seeds[1].map, "known_2");
+  EXPECT_TRUE(parse_program_annotations("int x;\n")->seeds.empty());
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"// tcptrace:seed listeners\n", "line 1: tcptrace:seed 'listeners': expected KIND=MAP"},
+      {"// tcptrace:seed udp-sockets=m\n",
+       "line 1: tcptrace:seed 'udp-sockets=m': unknown kind (known: tcp-listeners, tcp-connections)"},
+      {"// tcptrace:seed tcp-listeners=1m\n", "line 1: tcptrace:seed 'tcp-listeners=1m': the map name is not an identifier"},
+      {"// tcptrace:seed tcp-listeners=\n", "line 1: tcptrace:seed 'tcp-listeners=': the map name is not an identifier"},
+      {"// tcptrace:seed tcp-listeners=a\n// tcptrace:seed tcp-listeners=b\n",
+       "line 2: tcptrace:seed 'tcp-listeners=b': this kind is already seeded into map 'a'"},
+  };
+  for (const auto& [source, message] : bad) {
+    auto parsed = parse_program_annotations(source);
+    ASSERT_FALSE(parsed) << source;
+    EXPECT_EQ(parsed.error().message, message);
+  }
+}
+
 TEST(ProgramAnnotations, MarkerMustStandAlone) {
   auto parsed = parse_program_annotations("// tcptrace:attachments are nice\n");
   ASSERT_TRUE(parsed);

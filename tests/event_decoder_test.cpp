@@ -907,6 +907,22 @@ TEST(EventDecoderStates, ExactLine) {
                 "\"oldstate\":\"CLOSE\",\"newstate\":\"SYN_SENT\",\"delta_us\":0}\n");
 }
 
+// A socket no process holds (an orphan after close(), an owner the tracer
+// could not learn): the program leaves pid and comm zero.
+TEST(EventDecoderStates, UnknownOwnerIsNull) {
+  auto decoder = states_decoder(no_time());
+  ASSERT_TRUE(decoder.ok()) << decoder.error().message;
+  StatesEvent e = states_sample();
+  e.pid = 0;
+  std::memset(e.comm, 0, sizeof e.comm);
+  e.oldstate = 5;  // FIN_WAIT2
+  e.newstate = 7;  // CLOSE
+  EXPECT_EQ(decode_line(*decoder, &e, sizeof e),
+            "{\"ts_us\":1000000,\"skaddr\":\"0xffff888100000000\",\"pid\":null,\"comm\":null,"
+            "\"family\":4,\"saddr\":\"10.0.0.1\",\"daddr\":\"93.184.216.34\",\"sport\":40000,\"dport\":443,"
+            "\"oldstate\":\"FIN_WAIT2\",\"newstate\":\"CLOSE\",\"delta_us\":0}\n");
+}
+
 TEST(EventDecoderStates, Ipv6Event) {
   auto decoder = states_decoder(no_time());
   ASSERT_TRUE(decoder.ok()) << decoder.error().message;

@@ -40,7 +40,7 @@ TEST(FormatHints, StatesProgramHeaderComment) {
   const std::string source = read_states_program();
   ASSERT_FALSE(source.empty());
   const auto hints = parse_ok(source);
-  ASSERT_EQ(hints.size(), 5u);
+  ASSERT_EQ(hints.size(), 7u);
 
   EXPECT_EQ(hints[0].field, "skaddr");
   EXPECT_EQ(hints[0].format, FieldFormat::hex);
@@ -58,6 +58,12 @@ TEST(FormatHints, StatesProgramHeaderComment) {
   EXPECT_EQ(hints[3].format, FieldFormat::tcp_state);
   EXPECT_EQ(hints[4].field, "newstate");
   EXPECT_EQ(hints[4].format, FieldFormat::tcp_state);
+
+  // The owner is null when no process owns the socket.
+  EXPECT_EQ(hints[5].field, "pid");
+  EXPECT_TRUE(hints[5].null_when_zero);
+  EXPECT_EQ(hints[6].field, "comm");
+  EXPECT_TRUE(hints[6].null_when_zero);
 
   for (const auto& hint : hints) EXPECT_TRUE(hint.table.empty()) << hint.field;
 }
