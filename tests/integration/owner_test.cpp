@@ -6,12 +6,15 @@
 // own; the clients are this test process, so a bystander (the task a softirq
 // interrupted, on loopback often the other end's process) would show up as
 // the wrong pid.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <regex>
@@ -34,15 +37,17 @@ struct Server {
   std::vector<pid_t> workers;
 };
 
-// Starts tcp_server.py and waits for its "listening" line.
-Server start_server(int family, const std::string& mode, int workers = 2) {
+// Starts tcp_server.py and waits for its "listening" line. `prefix` runs it
+// through a command (ip netns exec NAME), `extra` adds its options.
+Server start_server(int family, const std::string& mode, int workers = 2, std::vector<std::string> extra = {},
+                    std::vector<std::string> prefix = {}) {
   Server server;
   const std::string script = std::string(TCPTRACE_SOURCE_DIR) + "/tests/integration/tcp_server.py";
-  server.process = std::make_unique<ToolProcess>(
-      std::vector<std::string>{"python3"},
-      std::vector<std::string>{"--family", family == AF_INET6 ? "6" : "4", "--mode", mode, "--workers",
-                               std::to_string(workers)},
-      script);
+  std::vector<std::string> args = {"--family", family == AF_INET6 ? "6" : "4", "--mode", mode, "--workers",
+                                   std::to_string(workers)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  prefix.push_back("python3");
+  server.process = std::make_unique<ToolProcess>(prefix, args, script);
   if (!server.process->wait_for_lines(1, 20s)) {
     ADD_FAILURE() << "tcp_server.py did not start: " << server.process->stderr_text();
     return server;
@@ -484,6 +489,84 @@ TEST_P(OwnersServerStart, ReuseportGroupIsUnknownUntilAWorkerActs) {
     EXPECT_EQ(listeners, std::set<pid_t>(server.workers.begin(), server.workers.end()));
   }
   server.process->stop(SIGTERM);
+}
+
+// A network namespace made for one test (loopback up), deleted after it.
+class NetworkNamespace {
+ public:
+  explicit NetworkNamespace(std::string name) : name_(std::move(name)) {
+    std::system(("ip netns del " + name_ + " 2>/dev/null").c_str());
+    created_ = std::system(("ip netns add " + name_ + " && ip -n " + name_ + " link set lo up").c_str()) == 0;
+  }
+  ~NetworkNamespace() { std::system(("ip netns del " + name_).c_str()); }
+  bool created() const { return created_; }
+  const std::string& name() const { return name_; }
+
+  // Connects from inside the namespace: on a thread that joins it, as
+  // setns() moves only the calling thread; the socket stays in it.
+  Connection open_connection(int family, uint16_t port) const {
+    Connection c;
+    std::thread([&] {
+      const int ns = ::open(("/run/netns/" + name_).c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+        ADD_FAILURE() << "cannot enter network namespace " << name_ << ": " << strerror(errno);
+      } else {
+        c = tcptrace::testing::open_connection(family, port);
+      }
+      if (ns >= 0) ::close(ns);
+    }).join();
+    return c;
+  }
+
+ private:
+  std::string name_;
+  bool created_ = false;
+};
+
+// Two servers, one per network namespace, on the same address and port (the
+// normal case for pods on one node). The state change record has no
+// namespace; the program reads it from the socket at offsets from the
+// kernel's BTF, so each accepted connection is named after the server of its
+// own namespace, seeded or learnt; with listeners keyed by port alone the two
+// would collide.
+TEST_P(OwnersServerStart, ListenersOnOnePortInTwoNetworkNamespaces) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const bool server_first = GetParam();
+  const std::string suffix = std::to_string(getpid());
+  NetworkNamespace a("tcptrace-owner-a-" + suffix), b("tcptrace-owner-b-" + suffix);
+  ASSERT_TRUE(a.created() && b.created()) << "ip netns add failed";
+  std::unique_ptr<ToolProcess> tool;
+  if (!server_first) tool = start_states();
+  Server server_a = start_server(AF_INET, "single", 0, {"--name", "srv-netns-a"}, {"ip", "netns", "exec", a.name()});
+  ASSERT_NE(server_a.port, 0);
+  Server server_b = start_server(AF_INET, "single", 0, {"--name", "srv-netns-b", "--port", std::to_string(server_a.port)},
+                                 {"ip", "netns", "exec", b.name()});
+  ASSERT_EQ(server_b.port, server_a.port);
+  if (server_first) tool = start_states();
+  ASSERT_TRUE(tool);
+  for (int i = 0; i < 3; ++i) {
+    for (const NetworkNamespace* ns : {&a, &b}) {
+      Connection c = ns->open_connection(AF_INET, server_a.port);
+      EXPECT_EQ(c.served_by, ns == &a ? server_a.master : server_b.master);
+      close_server_first(c);
+    }
+  }
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  std::map<pid_t, int> accepted_by;
+  for (const auto& chain : by_socket(tool->events())) {
+    const json& first = chain.front();
+    if (first.at("sport") != server_a.port || first.at("oldstate") != "LISTEN" || first.at("newstate") != "SYN_RECV") {
+      continue;
+    }
+    ASSERT_EQ(transitions(chain), kAcceptedServerCloses);
+    const bool in_a = first.at("pid") == server_a.master;
+    for (const json& e : chain) expect_owner(e, in_a ? server_a.master : server_b.master, in_a ? "srv-netns-a" : "srv-netns-b");
+    ++accepted_by[first.at("pid").is_null() ? 0 : first.at("pid").get<pid_t>()];
+  }
+  EXPECT_EQ(accepted_by, (std::map<pid_t, int>{{server_a.master, 3}, {server_b.master, 3}}));
+  server_a.process->stop(SIGTERM);
+  server_b.process->stop(SIGTERM);
 }
 
 INSTANTIATE_TEST_SUITE_P(Owners, OwnersServerStart, ::testing::Bool(),

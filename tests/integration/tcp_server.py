@@ -2,6 +2,7 @@
 """A TCP server in its own processes, for the owner tests (owner_test.cpp).
 
     tcp_server.py --family 4|6 --mode single|prefork|reuseport [--workers N]
+                  [--port P] [--name COMM]
 
 single     one process listens and serves each connection on a thread.
 prefork    the master listens, then forks N workers that accept on that one
@@ -10,7 +11,8 @@ prefork    the master listens, then forks N workers that accept on that one
 reuseport  N workers, each with its own SO_REUSEPORT listening socket on
            the same port (the kernel picks one per connection).
 
-Process names (comm) say the role: srv-single, srv-master, srv-worker.
+Process names (comm) say the role: srv-single, srv-master, srv-worker
+(--name replaces srv-single). The port is --port, or one the kernel picks.
 When every worker listens, one JSON line goes to stdout:
     {"port": P, "master": PID, "workers": [PID, ...]}
 Each accepted connection gets "PID\\n" (the serving process) and then one
@@ -99,6 +101,8 @@ def main():
     parser.add_argument("--family", type=int, choices=(4, 6), default=4)
     parser.add_argument("--mode", choices=("single", "prefork", "reuseport"), default="single")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--name", default="srv-single")
     args = parser.parse_args()
     family = socket.AF_INET6 if args.family == 6 else socket.AF_INET
     die_with_parent()
@@ -115,15 +119,15 @@ def main():
     signal.signal(signal.SIGTERM, stop)
 
     if args.mode == "single":
-        set_name("srv-single")
-        listener = listening_socket(family, 0, False)
+        set_name(args.name)
+        listener = listening_socket(family, args.port, False)
         port = listener.getsockname()[1]
         threading.Thread(target=accept_forever, args=(listener,), daemon=True).start()
     else:
         set_name("srv-master")
         ready_r, ready_w = os.pipe()
         if args.mode == "prefork":
-            listener = listening_socket(family, 0, False)
+            listener = listening_socket(family, args.port, False)
             port = listener.getsockname()[1]
 
             def body(w):
@@ -134,7 +138,7 @@ def main():
             # group, so the workers can all bind it.
             holder = socket.socket(family, socket.SOCK_STREAM)
             holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            holder.bind((loopback(family), 0))
+            holder.bind((loopback(family), args.port))
             port = holder.getsockname()[1]
 
             def body(w):
