@@ -30,6 +30,16 @@ void make_scratch() {
   fs::create_directories(d);
   std::ofstream(d / "empty.bpf.c").close();
   std::ofstream(d / "unreadable.bpf.c") << "int x;\n";
+  // Seeded maps the program does not declare, or declares with other types
+  // than tcptrace_owner.h gives.
+  const std::string probe =
+      "BPF_PERF_OUTPUT(events);\nstruct e { u32 pid; };\n"
+      "TRACEPOINT_PROBE(sock, inet_sock_set_state) {\n  struct e v = {};\n"
+      "  events.perf_submit(args, &v, sizeof(v));\n  return 0;\n}\n";
+  std::ofstream(d / "seed_no_map.bpf.c") << "// tcptrace:seed tcp-listeners=nothere\n" << probe;
+  std::ofstream(d / "seed_wrong_map.bpf.c") << "// tcptrace:seed tcp-connections=owners\n"
+                                            << "BPF_HASH(owners, u64, u32, 16);\n" << probe;
+  std::ofstream(d / "seed_bad_kind.bpf.c") << "// tcptrace:seed udp-sockets=owners\n" << probe;
   fs::permissions(d / "unreadable.bpf.c", fs::perms::none);
   // A copy of the tool that an unprivileged user may execute wherever the
   // build tree lives.
@@ -136,6 +146,14 @@ std::vector<BadInput> cases() {
       {"program_file_empty", {"--program-file", dir + "/empty.bpf.c"}, 2, "is empty"},
       {"does_not_compile", {"--program-file", fixture("syntax_error.bpf.c")}, 1,
        fixture("syntax_error.bpf.c") + ":12:", {}, false},
+      {"seed_map_missing", {"--program-file", dir + "/seed_no_map.bpf.c"}, 1,
+       "seed_no_map.bpf.c: tcptrace:seed tcp-listeners=nothere: the program declares no such map"},
+      {"seed_map_wrong_types", {"--program-file", dir + "/seed_wrong_map.bpf.c"}, 1,
+       "tcptrace:seed tcp-connections=owners: map 'owners' must be a hash or lru_hash map with 44-byte keys and "
+       "20-byte values; it is a map of type 1 with 8-byte keys and 4-byte values (struct tcptrace_connection_key "
+       "-> struct tcptrace_owner, tcptrace_owner.h)"},
+      {"seed_kind_unknown", {"--program-file", dir + "/seed_bad_kind.bpf.c"}, 1,
+       "line 1: tcptrace:seed 'udp-sockets=owners': unknown kind (known: tcp-listeners, tcp-connections)"},
       {"unknown_option", {"--program", "states", "--frobnicate"}, 2, "unknown option '--frobnicate'"},
       {"program_twice", {"--program", "states", "--program", "connlat"}, 2, "--program given more than once"},
       {"count_twice", {"--program", "states", "--count", "1", "--count", "2"}, 2, "--count given more than once"},

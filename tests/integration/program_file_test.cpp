@@ -82,6 +82,42 @@ TEST(ProgramFile, UserStructDecodedWithHintsAndMacros) {
   EXPECT_TRUE(mine(filtered->events()).empty()) << filtered->stdout_text();
 }
 
+// A user program that declares "tcptrace:seed tcp-listeners=MAP" gets the
+// owners of listeners older than the tracer, like states does: the server
+// here listens in its own process before the tool starts.
+TEST(ProgramFile, SeededListenerOwnersReachUserPrograms) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  ToolProcess server({"python3"}, {"--mode", "single"},
+                     std::string(TCPTRACE_SOURCE_DIR) + "/tests/integration/tcp_server.py");
+  ASSERT_TRUE(server.wait_for_lines(1, 20s)) << server.stderr_text();
+  const json listening = json::parse(server.stdout_lines().at(0));
+  const uint16_t port = listening.at("port");
+  auto tool = start_file(fixture("accept_owner.bpf.c"));
+  ASSERT_TRUE(tool);
+  EXPECT_NE(tool->stderr_text().find("seeded socket owners from the socket table"), std::string::npos)
+      << tool->stderr_text();
+  for (int i = 0; i < 2; ++i) {
+    Socket client = connect_loopback(AF_INET, port);
+    ASSERT_GE(client.fd(), 0);
+    char line[16];
+    EXPECT_GT(recv(client.fd(), line, sizeof line, 0), 0);  // accepted: the server sent its pid
+  }
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  int accepted = 0;
+  for (const json& e : tool->events()) {
+    if (e.at("port") != port) continue;
+    ++accepted;
+    EXPECT_EQ(e.at("pid"), listening.at("master")) << e;
+    EXPECT_EQ(e.at("comm"), "srv-single") << e;
+    EXPECT_EQ(e.at("laddr"), "127.0.0.1") << e;
+    EXPECT_EQ(e.at("raddr"), "127.0.0.1") << e;
+    EXPECT_GT(e.at("netns").get<uint64_t>(), 0u) << "the namespace offsets came from BTF";
+  }
+  EXPECT_EQ(accepted, 2);
+  server.stop(SIGTERM);
+}
+
 TEST(ProgramFile, RingBufferOutput) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   auto tool = start_file(fixture("ringbuf_probe.bpf.c"));
