@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +23,9 @@ namespace {
 struct Fd {
   int fd = -1;
   explicit Fd(int f) : fd(f) {}
+  Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
   ~Fd() {
     if (fd >= 0) ::close(fd);
   }
@@ -138,6 +142,36 @@ TEST(SocketTable, Ipv6AddressesAreWhole) {
   ASSERT_NE(listening, nullptr);
   EXPECT_EQ(listening->family, 6);
   EXPECT_EQ(std::memcmp(listening->saddr.data(), &in6addr_loopback, 16), 0);
+}
+
+// The fd links are read in batches of 8192 on several threads: a socket
+// behind more fds than one batch holds is still found.
+TEST(SocketTable, HolderFoundPastOneBatchOfLinks) {
+  rlimit limit{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &limit), 0);
+  const rlimit saved = limit;
+  if (limit.rlim_max < 9000) GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << limit.rlim_max << " < 9000";
+  limit.rlim_cur = 9000;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &limit), 0);
+  std::vector<Fd> others;
+  others.reserve(8500);
+  for (int i = 0; i < 8500; ++i) {
+    others.emplace_back(socket(AF_INET, SOCK_DGRAM, 0));
+    ASSERT_GE(others.back().fd, 0) << i;
+  }
+  Fd listener(socket(AF_INET, SOCK_STREAM, 0));  // the highest fd: read in the second batch
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener.fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(listen(listener.fd, 8), 0);
+  auto table = read_socket_table({"/proc", false});
+  ASSERT_TRUE(table.ok()) << table.error().message;
+  const auto holders = table->holders.find(inode_of(listener.fd));
+  ASSERT_NE(holders, table->holders.end());
+  EXPECT_EQ(holders->second, std::vector<pid_t>{getpid()});
+  others.clear();
+  setrlimit(RLIMIT_NOFILE, &saved);
 }
 
 TEST(SocketTable, DumpedStatesAreThoseAProcessCanHold) {

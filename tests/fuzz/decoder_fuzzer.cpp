@@ -5,7 +5,7 @@
 // (built with AddressSanitizer).
 //
 // Input: byte 0 = number of fields; then per field 3 bytes (type, array
-// length, hint); the rest is the sample.
+// length, hint: its top bit adds "optional"); the rest is the sample.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -60,6 +60,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     descriptions.push_back(name + "#" + type);
     const char* hint = kHints[f[2] % (sizeof kHints / sizeof *kHints)];
     if (*hint) hints += " " + name + "=" + hint;
+    if (f[2] & 0x80) hints += " " + name + "=optional";  // a modifier on top of any kind
   }
   const uint8_t* sample = data + 1 + fields * 3;
   const size_t sample_size = size - 1 - fields * 3;
