@@ -284,7 +284,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         __builtin_memcpy(saddr, args->saddr_v6, 16);
         __builtin_memcpy(daddr, args->daddr_v6, 16);
     }
-    u32 netns = tcptrace_socket_netns(args->skaddr);
 
     struct event e;
     __builtin_memset(&e, 0, sizeof(e));
@@ -305,9 +304,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     } else if (record && record->owner.pid != 0) {
         owner = record->owner;
     } else if (oldstate == TCPTRACE_TCP_LISTEN) {
-        accepting_listener_owner(&owner, netns, family, sport, saddr);
+        accepting_listener_owner(&owner, tcptrace_socket_netns(args->skaddr), family, sport, saddr);
     } else {
-        seeded_owner(&owner, netns, family, sport, dport, saddr, daddr);
+        seeded_owner(&owner, tcptrace_socket_netns(args->skaddr), family, sport, dport, saddr, daddr);
     }
 
     if (record) {
@@ -324,10 +323,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         fresh.owner = owner;
         sockets.update(&skaddr, &fresh);
     }
+    /* The namespace is read only where a key needs it: a socket's own
+     * record is keyed by its address. */
     if (oldstate == TCPTRACE_TCP_CLOSE && newstate == TCPTRACE_TCP_LISTEN)
-        count_listener(netns, family, sport, saddr, &owner, 1);
+        count_listener(tcptrace_socket_netns(args->skaddr), family, sport, saddr, &owner, 1);
     else if (oldstate == TCPTRACE_TCP_LISTEN && newstate == TCPTRACE_TCP_CLOSE)
-        count_listener(netns, family, sport, saddr, &owner, 0);
+        count_listener(tcptrace_socket_netns(args->skaddr), family, sport, saddr, &owner, 0);
 
     e.pid = owner.pid;
     if (!TCPTRACE_SPORT_WANTED(sport) || !TCPTRACE_DPORT_WANTED(dport) || !TCPTRACE_PID_WANTED(e.pid))
