@@ -194,8 +194,7 @@ static __always_inline void listener_key(struct tcptrace_listener_key *key, u32 
     key->netns = netns;
     key->family = family;
     key->port = port;
-    if (addr)
-        __builtin_memcpy(key->addr, addr, 16);
+    __builtin_memcpy(key->addr, addr, 16);
 }
 
 /* The owner of the listener that accepted a connection: one bound to its

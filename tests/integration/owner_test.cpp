@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "loopback.h"
+#include "state_chains.h"
 #include "tool_process.h"
 
 namespace tcptrace::testing {
@@ -104,28 +105,20 @@ void close_client_first(Connection& c) {
   c.socket.close();
 }
 
+// Even turns the server closes first, odd ones this side: both FIN
+// sequences on both ends.
+void close_in_turn(Connection& c, size_t turn) {
+  if (turn % 2 == 0) {
+    close_server_first(c);
+  } else {
+    close_client_first(c);
+  }
+}
+
 std::unique_ptr<ToolProcess> start_states(std::vector<std::string> extra = {}) {
   std::vector<std::string> args = {"--program", "states"};
   args.insert(args.end(), extra.begin(), extra.end());
   return start_ready(std::move(args));
-}
-
-// Events grouped per socket in arrival order (a chain ends at its CLOSE:
-// the kernel reuses a freed socket's address).
-std::vector<std::vector<json>> by_socket(const std::vector<json>& events) {
-  std::vector<std::vector<json>> chains;
-  std::map<std::string, size_t> open;
-  for (const json& e : events) {
-    const std::string skaddr = e.at("skaddr");
-    auto it = open.find(skaddr);
-    if (it == open.end()) {
-      it = open.emplace(skaddr, chains.size()).first;
-      chains.emplace_back();
-    }
-    chains[it->second].push_back(e);
-    if (e.at("newstate") == "CLOSE") open.erase(it);
-  }
-  return chains;
 }
 
 bool is_listener_event(const json& e) {
@@ -207,11 +200,7 @@ TEST_P(OwnersBothFamilies, ServerStartedBeforeTheTool) {
       Connection c = open_connection(family, server.port);
       EXPECT_EQ(c.served_by, server.master);
       client_ports.insert(c.local_port);
-      if (i % 2 == 0) {
-        close_server_first(c);
-      } else {
-        close_client_first(c);
-      }
+      close_in_turn(c, static_cast<size_t>(i));
     }
     std::this_thread::sleep_for(300ms);
     ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
@@ -258,13 +247,7 @@ TEST_P(OwnersBothFamilies, ConnectionsOlderThanTheTool) {
   ASSERT_TRUE(std::regex_search(err, counts, seeded)) << err;
   EXPECT_GE(std::stoi(counts[1]), 1);
   EXPECT_GE(std::stoi(counts[2]), 8) << "both ends of 4 connections";
-  for (size_t i = 0; i < connections.size(); ++i) {
-    if (i % 2 == 0) {
-      close_server_first(connections[i]);
-    } else {
-      close_client_first(connections[i]);
-    }
-  }
+  for (size_t i = 0; i < connections.size(); ++i) close_in_turn(connections[i], i);
   std::this_thread::sleep_for(300ms);
   ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
   const auto ends = connections_to(tool->events(), server.port);
@@ -324,13 +307,7 @@ TEST(Owners, AgreeWithTheProcessesSsShows) {
   ASSERT_TRUE(tool);
   for (int i = 0; i < 3; ++i) connections.push_back(open_connection(AF_INET, server.port));
   const auto holders = ss_holders(server.port);
-  for (size_t i = 0; i < connections.size(); ++i) {
-    if (i % 2 == 0) {
-      close_server_first(connections[i]);
-    } else {
-      close_client_first(connections[i]);
-    }
-  }
+  for (size_t i = 0; i < connections.size(); ++i) close_in_turn(connections[i], i);
   std::this_thread::sleep_for(300ms);
   ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
 
@@ -394,33 +371,49 @@ TEST(Owners, OrphanHasNoOwner) {
 // is named after the listener's owner, the master (the process that called
 // listen(); seeded: the holder that opened it); from the worker's close()
 // on, after that worker.
-class OwnersServerStart : public ::testing::TestWithParam<bool> {};
+class OwnersServerStart : public ::testing::TestWithParam<bool> {
+ protected:
+  // The server (tcp_server.py MODE with `workers`) and states, started in
+  // the order the parameter says: server first, so its owners are seeded,
+  // or the tool first, so it sees the listen() calls.
+  void start(const std::string& mode, int workers) {
+    if (GetParam()) {
+      server_ = start_server(AF_INET, mode, workers);
+      tool_ = start_states();
+    } else {
+      tool_ = start_states();
+      server_ = start_server(AF_INET, mode, workers);
+    }
+  }
+
+  // Makes `n` connections the server closes first, then stops the tool.
+  // Returns which server process served each, by the client's port.
+  std::map<uint16_t, pid_t> exchange_and_stop(int n) {
+    std::map<uint16_t, pid_t> served_by;
+    for (int i = 0; i < n; ++i) {
+      Connection c = open_connection(AF_INET, server_.port);
+      EXPECT_TRUE(std::count(server_.workers.begin(), server_.workers.end(), c.served_by)) << c.served_by;
+      served_by[c.local_port] = c.served_by;
+      close_server_first(c);
+    }
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(tool_->stop(SIGINT), 0) << tool_->stderr_text();
+    return served_by;
+  }
+
+  Server server_;
+  std::unique_ptr<ToolProcess> tool_;
+};
 
 TEST_P(OwnersServerStart, PreforkWorkersTakeOverWhenTheyClose) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  const bool server_first = GetParam();
-  Server server;
-  std::unique_ptr<ToolProcess> tool;
-  if (server_first) {
-    server = start_server(AF_INET, "prefork", 3);
-    tool = start_states();
-  } else {
-    tool = start_states();
-    server = start_server(AF_INET, "prefork", 3);
-  }
-  ASSERT_TRUE(tool);
-  ASSERT_NE(server.port, 0);
-  ASSERT_EQ(server.workers.size(), 3u);
-  std::map<uint16_t, pid_t> served_by;
-  for (int i = 0; i < 9; ++i) {
-    Connection c = open_connection(AF_INET, server.port);
-    EXPECT_TRUE(std::count(server.workers.begin(), server.workers.end(), c.served_by)) << c.served_by;
-    served_by[c.local_port] = c.served_by;
-    close_server_first(c);
-  }
-  std::this_thread::sleep_for(300ms);
-  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
-  const std::vector<json> events = tool->events();
+  start("prefork", 3);
+  ASSERT_TRUE(tool_);
+  ASSERT_NE(server_.port, 0);
+  ASSERT_EQ(server_.workers.size(), 3u);
+  const Server& server = server_;
+  const std::map<uint16_t, pid_t> served_by = exchange_and_stop(9);
+  const std::vector<json> events = tool_->events();
   const auto ends = connections_to(events, server.port);
   ASSERT_EQ(ends.size(), 9u);
   for (const auto& [peer, end] : ends) {
@@ -429,7 +422,7 @@ TEST_P(OwnersServerStart, PreforkWorkersTakeOverWhenTheyClose) {
     expect_owner(end.server[1], server.master, "srv-master");
     for (size_t i = 2; i < end.server.size(); ++i) expect_owner(end.server[i], served_by.at(peer), "srv-worker");
   }
-  if (!server_first) {
+  if (!GetParam()) {
     int listens = 0;
     for (const json& e : events) {
       if (e.at("sport") != server.port || e.at("newstate") != "LISTEN") continue;
@@ -438,7 +431,7 @@ TEST_P(OwnersServerStart, PreforkWorkersTakeOverWhenTheyClose) {
     }
     EXPECT_EQ(listens, 1);
   }
-  server.process->stop(SIGTERM);
+  server_.process->stop(SIGTERM);
 }
 
 // SO_REUSEPORT: each worker listens on its own socket of one port, and the
@@ -447,30 +440,15 @@ TEST_P(OwnersServerStart, PreforkWorkersTakeOverWhenTheyClose) {
 // (null), never one worker guessed for all. From its close() on, the worker.
 TEST_P(OwnersServerStart, ReuseportGroupIsUnknownUntilAWorkerActs) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  const bool server_first = GetParam();
-  Server server;
-  std::unique_ptr<ToolProcess> tool;
-  if (server_first) {
-    server = start_server(AF_INET, "reuseport", 3);
-    tool = start_states();
-  } else {
-    tool = start_states();
-    server = start_server(AF_INET, "reuseport", 3);
-  }
-  ASSERT_TRUE(tool);
-  ASSERT_NE(server.port, 0);
-  std::map<uint16_t, pid_t> served_by;
+  start("reuseport", 3);
+  ASSERT_TRUE(tool_);
+  ASSERT_NE(server_.port, 0);
+  const Server& server = server_;
+  const std::map<uint16_t, pid_t> served_by = exchange_and_stop(12);
   std::set<pid_t> workers_seen;
-  for (int i = 0; i < 12; ++i) {
-    Connection c = open_connection(AF_INET, server.port);
-    served_by[c.local_port] = c.served_by;
-    workers_seen.insert(c.served_by);
-    close_server_first(c);
-  }
-  std::this_thread::sleep_for(300ms);
-  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  for (const auto& [port, pid] : served_by) workers_seen.insert(pid);
   EXPECT_GE(workers_seen.size(), 2u) << "the kernel spread 12 connections over the group";
-  const std::vector<json> events = tool->events();
+  const std::vector<json> events = tool_->events();
   const auto ends = connections_to(events, server.port);
   ASSERT_EQ(ends.size(), 12u);
   for (const auto& [peer, end] : ends) {
@@ -479,7 +457,7 @@ TEST_P(OwnersServerStart, ReuseportGroupIsUnknownUntilAWorkerActs) {
     expect_no_owner(end.server[1]);
     for (size_t i = 2; i < end.server.size(); ++i) expect_owner(end.server[i], served_by.at(peer), "srv-worker");
   }
-  if (!server_first) {
+  if (!GetParam()) {
     std::set<pid_t> listeners;
     for (const json& e : events) {
       if (e.at("sport") != server.port || e.at("newstate") != "LISTEN") continue;
@@ -488,7 +466,7 @@ TEST_P(OwnersServerStart, ReuseportGroupIsUnknownUntilAWorkerActs) {
     }
     EXPECT_EQ(listeners, std::set<pid_t>(server.workers.begin(), server.workers.end()));
   }
-  server.process->stop(SIGTERM);
+  server_.process->stop(SIGTERM);
 }
 
 // A network namespace made for one test (loopback up), deleted after it.

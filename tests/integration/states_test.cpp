@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "loopback.h"
+#include "state_chains.h"
 #include "tool_process.h"
 
 namespace tcptrace::testing {
@@ -32,25 +33,6 @@ std::unique_ptr<ToolProcess> start_states(std::vector<std::string> extra) {
   std::vector<std::string> args = {"--program", "states"};
   args.insert(args.end(), extra.begin(), extra.end());
   return start_ready(std::move(args));
-}
-
-// Events grouped per socket, in arrival order. The kernel reuses a freed
-// socket's memory for the next one, so a chain ends at its CLOSE and a later
-// event at the same address starts a new socket.
-std::vector<std::vector<json>> by_socket(const std::vector<json>& events) {
-  std::vector<std::vector<json>> chains;
-  std::map<std::string, size_t> open_chain;
-  for (const json& e : events) {
-    const std::string skaddr = e.at("skaddr").get<std::string>();
-    auto it = open_chain.find(skaddr);
-    if (it == open_chain.end()) {
-      it = open_chain.emplace(skaddr, chains.size()).first;
-      chains.emplace_back();
-    }
-    chains[it->second].push_back(e);
-    if (e.at("newstate") == "CLOSE") open_chain.erase(it);
-  }
-  return chains;
 }
 
 bool touches_port(const json& e, uint16_t port) {
