@@ -1,4 +1,5 @@
 #include "kernel_btf.h"
+#include "owner_seed.h"
 
 #include <bpf/btf.h>
 #include <gtest/gtest.h>
@@ -197,6 +198,12 @@ TEST(KernelBtf, RunningKernelAgreesWithLibbpf) {
     EXPECT_EQ(offset_ok(*ours, name, path), static_cast<uint32_t>(expected)) << name << "." << path;
   }
   EXPECT_EQ(offset_ok(*ours, "iphdr", "daddr"), 16u);  // RFC 791
+  // What states is compiled with to read a socket's network namespace.
+  auto cflags = netns_offset_cflags(*ours);
+  ASSERT_TRUE(cflags.ok()) << cflags.error().message;
+  EXPECT_EQ(*cflags, (std::vector<std::string>{
+                         "-DTCPTRACE_SOCK_NET_OFFSET=" + std::to_string(libbpf_offset("sock", {"__sk_common", "skc_net", "net"})),
+                         "-DTCPTRACE_NET_INUM_OFFSET=" + std::to_string(libbpf_offset("net", {"ns", "inum"}))}));
   btf__free(theirs);
 }
 
