@@ -94,8 +94,11 @@ Status dump_family(int diag_fd, uint32_t netns, int family, std::vector<TcpSocke
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return runtime_error(std::string("sock_diag dump failed: ") + std::strerror(errno));
     if (n == 0) return runtime_error("sock_diag dump ended early");
-    int remaining = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buffer); NLMSG_OK(h, remaining); h = NLMSG_NEXT(h, remaining)) {
+    const size_t received = static_cast<size_t>(n);
+    for (size_t offset = 0; offset + sizeof(nlmsghdr) <= received;) {
+      const auto* h = reinterpret_cast<const nlmsghdr*>(buffer + offset);
+      if (h->nlmsg_len < sizeof(nlmsghdr) || h->nlmsg_len > received - offset) break;
+      offset += NLMSG_ALIGN(h->nlmsg_len);
       if (h->nlmsg_type == NLMSG_DONE) return {};
       if (h->nlmsg_type == NLMSG_ERROR) {
         const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
@@ -132,14 +135,13 @@ void dump_namespaces(const std::map<uint32_t, std::string>& namespaces, SocketTa
       continue;
     }
     auto diag = open_diag_socket();
-    const Status dumped = !diag ? Status(std::move(diag).take_error()) : [&]() -> Status {
-      if (Status s = dump_family(diag->get(), inode, AF_INET, table.sockets); !s) return s;
-      return dump_family(diag->get(), inode, AF_INET6, table.sockets);
-    }();
-    if (!dumped) {
-      table.skipped.push_back("network namespace " + std::to_string(inode) + ": " + dumped.error().message);
+    auto sockets = diag ? dump_tcp_sockets(diag->get(), inode)
+                        : Result<std::vector<TcpSocket>>(std::move(diag).take_error());
+    if (!sockets) {
+      table.skipped.push_back("network namespace " + std::to_string(inode) + ": " + sockets.error().message);
       continue;
     }
+    table.sockets.insert(table.sockets.end(), sockets->begin(), sockets->end());
     ++table.namespaces;
   }
 }
