@@ -336,8 +336,14 @@ void drop_pages(const std::vector<CodeRange>& ranges) {
 // do_fault_around) stays resident until the end: a `states` compile peaked
 // at 112 MB RSS, 73 MB of it compiler code. A watcher drops the code pages
 // whenever the process's file-backed resident pages (statm's third field:
-// mapped files, nearly all of it this code) pass a budget, so only the
-// current working set stays mapped; the refaults come from the page cache.
+// mapped files, nearly all of it this code) grow a budget past what they
+// were once the code was first dropped, so only the current working set
+// stays mapped; the refaults come from the page cache. The budget (24 MB)
+// is on top of what the process's other files hold then (8 MB here: the
+// binary, libc, libbcc): those are not the compiler's, and dropping its
+// code cannot shrink them. A sanitizer build's own binary and runtime hold
+// 32 MB, and an absolute 32 MB budget there dropped the code every 2 ms:
+// 18 000 madvise calls and 50 s for one connlat compile.
 // The budget is on code, not on the whole RSS: a program that includes
 // kernel headers such as net/sock.h grows clang's heap past any total
 // budget, and dropping code then would only buy refaults (it did: 377 000
@@ -349,11 +355,12 @@ class CompilerCodeTrimmer {
     // What the libraries' static constructors touched before main() (45 MB
     // of LLVM's code on Debian 12) goes first.
     drop_pages(ranges_);
-    thread_ = std::thread([this] {
-      const long page_size = ::sysconf(_SC_PAGESIZE);
+    const long page_size = ::sysconf(_SC_PAGESIZE);
+    const long limit = file_resident_pages() * page_size + kCodeBudgetBytes;
+    thread_ = std::thread([this, page_size, limit] {
       std::unique_lock lock(mutex_);
       while (!stopped_.wait_for(lock, kInterval, [this] { return stop_; })) {
-        if (file_resident_pages() * page_size > kCodeBudgetBytes) drop_pages(ranges_);
+        if (file_resident_pages() * page_size > limit) drop_pages(ranges_);
       }
     });
   }
@@ -371,7 +378,7 @@ class CompilerCodeTrimmer {
 
  private:
   static constexpr std::chrono::milliseconds kInterval{2};
-  static constexpr long kCodeBudgetBytes = 32L << 20;
+  static constexpr long kCodeBudgetBytes = 24L << 20;
 
   // The third field of /proc/self/statm: resident pages backed by a file.
   static long file_resident_pages() {
