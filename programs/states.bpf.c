@@ -309,7 +309,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
 
     if (record) {
-        e.delta_us = (now - record->since_ns) / 1000;
+        /* Rounded up: 0 stays the mark of a duration not seen (a socket's
+         * first transition), so a state left within a microsecond (FIN_WAIT2
+         * -> CLOSE in tcp_time_wait, right after FIN_WAIT1 -> FIN_WAIT2)
+         * still counts as 1 us in the duration metrics instead of vanishing
+         * from them. */
+        e.delta_us = (now - record->since_ns + 999) / 1000;
         if (newstate == TCPTRACE_TCP_CLOSE) {
             sockets.delete(&skaddr);
         } else {
