@@ -9,6 +9,18 @@
 
 namespace tcptrace {
 
+// A C identifier: what names a field, a table or a map in an annotation.
+inline bool is_identifier(std::string_view s) {
+  if (s.empty()) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    const bool digit = c >= '0' && c <= '9';
+    if (!alpha && !(digit && i > 0)) return false;
+  }
+  return true;
+}
+
 // Calls `on_word(word, line_number)` for each blank-separated word after
 // `marker`. The marker must be followed by a blank ("tcptrace:attach-x" is
 // not "tcptrace:attach"); a "*/" on the line ends the words (a one-line

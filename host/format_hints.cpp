@@ -9,17 +9,6 @@
 namespace tcptrace {
 namespace {
 
-bool is_identifier(std::string_view s) {
-  if (s.empty()) return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    const bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-    const bool digit = c >= '0' && c <= '9';
-    if (!alpha && !(digit && i > 0)) return false;
-  }
-  return true;
-}
-
 std::vector<std::string> split_commas(std::string_view s) {
   std::vector<std::string> parts;
   size_t start = 0;

@@ -3,12 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
-#include <tuple>
 
 namespace tcptrace {
 namespace {
-
-constexpr uint8_t kListen = 10;  // include/net/tcp_states.h
 
 tcptrace_owner owner_of(pid_t pid, const std::unordered_map<pid_t, ProcessInfo>& processes) {
   tcptrace_owner owner{};
@@ -28,13 +25,12 @@ tcptrace_listener_key listener_key(const TcpSocket& socket, uint32_t netns, bool
   return key;
 }
 
-using ListenerIndex = std::tuple<uint32_t, uint16_t, uint16_t, std::array<uint8_t, 16>>;
-
-ListenerIndex index_of(const tcptrace_listener_key& key) {
-  std::array<uint8_t, 16> addr{};
-  std::memcpy(addr.data(), key.addr, addr.size());
-  return {key.netns, key.family, key.port, addr};
-}
+// Keys are whole bytes with no padding, zeroed before they are filled.
+struct KeyBytesLess {
+  bool operator()(const tcptrace_listener_key& a, const tcptrace_listener_key& b) const {
+    return std::memcmp(&a, &b, sizeof a) < 0;
+  }
+};
 
 }  // namespace
 
@@ -84,32 +80,24 @@ OwnerSeed plan_owner_seed(const SocketTable& table, bool keyed_by_netns) {
 
   // Listeners, grouped by key: a SO_REUSEPORT group is one entry.
   struct Group {
-    tcptrace_listener_key key{};
     std::optional<pid_t> owner;
     uint32_t sockets = 0;
-    bool owners_differ = false;
+    bool owners_differ = false;  // or a socket's owner is unknown
   };
-  std::map<ListenerIndex, Group> groups;
+  std::map<tcptrace_listener_key, Group, KeyBytesLess> groups;
   for (const TcpSocket& socket : table.sockets) {
-    if (socket.state != kListen) continue;
-    const tcptrace_listener_key key = listener_key(socket, keyed_by_netns ? socket.netns : 0, false);
-    Group& group = groups[index_of(key)];
+    if (socket.state != kTcpListen) continue;
+    Group& group = groups[listener_key(socket, keyed_by_netns ? socket.netns : 0, false)];
     const std::optional<pid_t> owner = owner_pid(socket);
-    if (group.sockets == 0) {
-      group.key = key;
-      group.owner = owner;
-    } else if (!owner || !group.owner || *owner != *group.owner) {
-      group.owners_differ = true;
-    }
-    group.owners_differ |= !owner.has_value();
-    ++group.sockets;
+    if (group.sockets++ == 0) group.owner = owner;
+    group.owners_differ |= !owner || owner != group.owner;
   }
-  for (const auto& [index, group] : groups) {
+  for (const auto& [key, group] : groups) {
     tcptrace_listener value{};
     if (group.owner && !group.owners_differ) value.owner = owner_of(*group.owner, table.processes);
     value.sockets = group.sockets;
     value.owners_differ = group.owners_differ ? 1 : 0;
-    seed.listeners.emplace_back(group.key, value);
+    seed.listeners.emplace_back(key, value);
     seed.listening_sockets += group.sockets;
   }
 
@@ -117,14 +105,14 @@ OwnerSeed plan_owner_seed(const SocketTable& table, bool keyed_by_netns) {
   // else to the wildcard address (as the kernel's own lookup falls back).
   auto listener_for = [&](const TcpSocket& socket, uint32_t netns) -> const Group* {
     for (bool wildcard : {false, true}) {
-      auto it = groups.find(index_of(listener_key(socket, netns, wildcard)));
+      auto it = groups.find(listener_key(socket, netns, wildcard));
       if (it != groups.end()) return &it->second;
     }
     return nullptr;
   };
 
   for (const TcpSocket& socket : table.sockets) {
-    if (socket.state == kListen) continue;
+    if (socket.state == kTcpListen) continue;
     const uint32_t netns = keyed_by_netns ? socket.netns : 0;
     std::optional<tcptrace_owner> owner;
     if (const std::optional<pid_t> pid = owner_pid(socket)) {
@@ -134,7 +122,7 @@ OwnerSeed plan_owner_seed(const SocketTable& table, bool keyed_by_netns) {
       // listener's owner, or orphaned after close(), owned by no one. An
       // orphan's state is one close() leads to (FIN_WAIT1/2, LAST_ACK,
       // CLOSING); a queued one is ESTABLISHED or CLOSE_WAIT.
-      const bool queued = socket.state == 1 || socket.state == 8;
+      const bool queued = socket.state == kTcpEstablished || socket.state == kTcpCloseWait;
       const Group* listener = queued ? listener_for(socket, netns) : nullptr;
       if (listener && listener->owner && !listener->owners_differ) {
         owner = owner_of(*listener->owner, table.processes);

@@ -14,18 +14,6 @@ std::string_view seed_kind_name(SeedKind kind) {
   return kind == SeedKind::tcp_listeners ? "tcp-listeners" : "tcp-connections";
 }
 
-namespace {
-
-bool is_identifier(std::string_view s) {
-  if (s.empty() || (s[0] >= '0' && s[0] <= '9')) return false;
-  for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
-  }
-  return true;
-}
-
-}  // namespace
-
 const std::vector<std::string>& known_filter_names() {
   static const std::vector<std::string> names = {"sport", "dport", "family", "pid", "min-us", "no-failures"};
   return names;

@@ -82,6 +82,13 @@ Result<Compiled> compile_with_headers(const std::string& text, const ProgramSour
 // Name of the hidden map that makes BCC describe one nested struct type.
 std::string layout_table_name(size_t index) { return "tcptrace_layout_" + std::to_string(index); }
 
+// Our own fd of a map of the compiled module, valid after the module is gone.
+Result<UniqueFd> duplicate_map_fd(int fd, const std::string& name) {
+  UniqueFd own(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  if (!own.valid()) return runtime_error("cannot duplicate the fd of map '" + name + "': " + std::strerror(errno));
+  return own;
+}
+
 // Our own fds of the maps a kernel-aggregating program declared, checked
 // against the contract in kernel_aggregation.h.
 Result<AggregateMaps> take_aggregate_maps(const bcc::Program& program, const BuildPlan& plan) {
@@ -91,8 +98,9 @@ Result<AggregateMaps> take_aggregate_maps(const bcc::Program& program, const Bui
       return runtime_error(plan.source.path + ": with TCPTRACE_AGGREGATE the program declares no map '" + name +
                            "' (kernel_aggregation.h)");
     }
-    fd = UniqueFd(::fcntl(program.table_fd(name), F_DUPFD_CLOEXEC, 0));
-    if (!fd.valid()) return runtime_error(std::string("cannot duplicate the fd of map '") + name + "'");
+    auto own = duplicate_map_fd(program.table_fd(name), name);
+    if (!own) return std::move(own).take_error();
+    fd = std::move(own).value();
     if (Status s = bcc::check_percpu_array(fd.get(), name, entries, words); !s) {
       return runtime_error(plan.source.path + ": " + s.error().message);
     }
@@ -300,19 +308,19 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
   for (const SeedDeclaration& seed : loaded->plan.annotations.seeds) {
     const std::string line = "tcptrace:seed " + std::string(seed_kind_name(seed.kind)) + "=" + seed.map;
     if (!program.has_table(seed.map)) return runtime_error(path + ": " + line + ": the program declares no such map");
-    UniqueFd fd(::fcntl(program.table_fd(seed.map), F_DUPFD_CLOEXEC, 0));
-    if (!fd.valid()) return runtime_error("cannot duplicate the fd of map '" + seed.map + "'");
+    auto fd = duplicate_map_fd(program.table_fd(seed.map), seed.map);
+    if (!fd) return std::move(fd).take_error();
     const bool listeners = seed.kind == SeedKind::tcp_listeners;
     Result<uint32_t> checked =
-        listeners ? bcc::check_hash_map(fd.get(), seed.map, sizeof(tcptrace_listener_key), sizeof(tcptrace_listener))
-                  : bcc::check_hash_map(fd.get(), seed.map, sizeof(tcptrace_connection_key), sizeof(tcptrace_owner));
+        listeners ? bcc::check_hash_map(fd->get(), seed.map, sizeof(tcptrace_listener_key), sizeof(tcptrace_listener))
+                  : bcc::check_hash_map(fd->get(), seed.map, sizeof(tcptrace_connection_key), sizeof(tcptrace_owner));
     if (!checked) {
       return runtime_error(path + ": " + line + ": " + checked.error().message + " (" +
                            (listeners ? "struct tcptrace_listener_key -> struct tcptrace_listener"
                                       : "struct tcptrace_connection_key -> struct tcptrace_owner") +
                            ", tcptrace_owner.h)");
     }
-    loaded->seeded_maps.push_back({seed.kind, seed.map, std::move(fd), *checked});
+    loaded->seeded_maps.push_back({seed.kind, seed.map, std::move(fd).value(), *checked});
   }
 
   if (loaded->plan.aggregate_in_kernel) {

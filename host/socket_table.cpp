@@ -24,10 +24,6 @@
 namespace tcptrace {
 namespace {
 
-// include/net/tcp_states.h
-constexpr uint8_t kEstablished = 1, kSynSent = 2, kFinWait1 = 4, kFinWait2 = 5, kCloseWait = 8, kLastAck = 9,
-                  kListen = 10, kClosing = 11;
-
 // Calls on_entry(name) for each numeric entry of `dir` (pids, fds).
 void for_each_number(const std::string& dir, const std::function<void(const char*)>& on_entry) {
   DIR* d = ::opendir(dir.c_str());
@@ -215,7 +211,8 @@ std::vector<std::pair<uint64_t, pid_t>> read_socket_links(const std::string& pro
 
 uint32_t dumped_state_mask() {
   uint32_t mask = 0;
-  for (uint8_t state : {kEstablished, kSynSent, kFinWait1, kFinWait2, kCloseWait, kLastAck, kListen, kClosing}) {
+  for (uint8_t state : {kTcpEstablished, kTcpSynSent, kTcpFinWait1, kTcpFinWait2, kTcpCloseWait, kTcpLastAck,
+                        kTcpListen, kTcpClosing}) {
     mask |= 1u << state;
   }
   return mask;

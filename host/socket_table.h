@@ -22,6 +22,12 @@
 
 namespace tcptrace {
 
+// include/net/tcp_states.h
+enum TcpState : uint8_t {
+  kTcpEstablished = 1, kTcpSynSent = 2, kTcpFinWait1 = 4, kTcpFinWait2 = 5, kTcpCloseWait = 8,
+  kTcpLastAck = 9, kTcpListen = 10, kTcpClosing = 11,
+};
+
 struct TcpSocket {
   uint32_t netns = 0;   // inode of its network namespace
   uint8_t family = 0;   // 4 or 6

@@ -274,18 +274,18 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     int newstate = args->newstate;
     u16 sport = args->sport;
     u16 dport = args->dport;
-    u8 saddr[16] = {};
-    u8 daddr[16] = {};
-    if (family == 4) {
-        __builtin_memcpy(saddr, args->saddr, 4);
-        __builtin_memcpy(daddr, args->daddr, 4);
-    } else {
-        __builtin_memcpy(saddr, args->saddr_v6, 16);
-        __builtin_memcpy(daddr, args->daddr_v6, 16);
-    }
 
+    /* The addresses go straight into the event, which the listener and seed
+     * keys are then built from (an IPv4 address fills 4 of the 16 bytes). */
     struct event e;
     __builtin_memset(&e, 0, sizeof(e));
+    if (family == 4) {
+        __builtin_memcpy(&e.saddr, args->saddr, 4);
+        __builtin_memcpy(&e.daddr, args->daddr, 4);
+    } else {
+        __builtin_memcpy(&e.saddr, args->saddr_v6, 16);
+        __builtin_memcpy(&e.daddr, args->daddr_v6, 16);
+    }
 
     /* Bookkeeping comes before the port filters: a client socket has no local
      * port yet at CLOSE -> SYN_SENT (tcp_v4_connect sets the state before
@@ -303,9 +303,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     } else if (record && record->owner.pid != 0) {
         owner = record->owner;
     } else if (oldstate == TCPTRACE_TCP_LISTEN) {
-        accepting_listener_owner(&owner, tcptrace_socket_netns(args->skaddr), family, sport, saddr);
+        accepting_listener_owner(&owner, tcptrace_socket_netns(args->skaddr), family, sport, e.saddr);
     } else {
-        seeded_owner(&owner, tcptrace_socket_netns(args->skaddr), family, sport, dport, saddr, daddr);
+        seeded_owner(&owner, tcptrace_socket_netns(args->skaddr), family, sport, dport, e.saddr, e.daddr);
     }
 
     if (record) {
@@ -330,9 +330,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     /* The namespace is read only where a key needs it: a socket's own
      * record is keyed by its address. */
     if (oldstate == TCPTRACE_TCP_CLOSE && newstate == TCPTRACE_TCP_LISTEN)
-        count_listener(tcptrace_socket_netns(args->skaddr), family, sport, saddr, &owner, 1);
+        count_listener(tcptrace_socket_netns(args->skaddr), family, sport, e.saddr, &owner, 1);
     else if (oldstate == TCPTRACE_TCP_LISTEN && newstate == TCPTRACE_TCP_CLOSE)
-        count_listener(tcptrace_socket_netns(args->skaddr), family, sport, saddr, &owner, 0);
+        count_listener(tcptrace_socket_netns(args->skaddr), family, sport, e.saddr, &owner, 0);
 
     e.pid = owner.pid;
     if (!TCPTRACE_SPORT_WANTED(sport) || !TCPTRACE_DPORT_WANTED(dport) || !TCPTRACE_PID_WANTED(e.pid))
@@ -346,11 +346,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     e.dport = dport;
     e.oldstate = oldstate;
     e.newstate = newstate;
-    /* Counts (TCPTRACE_AGGREGATE) carry no addresses. */
-    if (!TCPTRACE_AGGREGATE) {
-        __builtin_memcpy(&e.saddr, saddr, 16);
-        __builtin_memcpy(&e.daddr, daddr, 16);
-    }
     submit_event(args, &e);
     return 0;
 }

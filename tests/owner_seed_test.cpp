@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 
+#include "integration/loopback.h"
 #include "owner_seed.h"
 #include "socket_table.h"
 
@@ -20,23 +21,10 @@ namespace {
 
 // ---------------------------------------------------------- the real table
 
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  uint16_t port() const {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-    return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(ss).sin6_port
-                                          : reinterpret_cast<sockaddr_in&>(ss).sin_port);
-  }
-};
+using testing::bind_loopback;
+using testing::connect_loopback;
+using testing::Socket;
+using testing::start_listening;
 
 uint64_t inode_of(int fd) {
   char link[64] = {};
@@ -60,46 +48,41 @@ const TcpSocket* find_socket(const SocketTable& table, uint64_t inode) {
 }
 
 TEST(SocketTable, OwnListenerAndConnectionWithThisProcessAsHolder) {
-  Fd listener(socket(AF_INET, SOCK_STREAM, 0));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener.fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(listen(listener.fd, 8), 0);
-  address.sin_port = htons(listener.port());
-  Fd client(socket(AF_INET, SOCK_STREAM, 0));
-  ASSERT_EQ(connect(client.fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  Socket client = connect_loopback(AF_INET, listener.local_port());
+  ASSERT_GE(client.fd(), 0);
   // Not accepted yet: the server side has no file, so no inode.
 
   auto table = read_socket_table({"/proc", false});
   ASSERT_TRUE(table.ok()) << table.error().message;
   EXPECT_EQ(table->namespaces, 1u);
 
-  const TcpSocket* listening = find_socket(*table, inode_of(listener.fd));
+  const TcpSocket* listening = find_socket(*table, inode_of(listener.fd()));
   ASSERT_NE(listening, nullptr);
   EXPECT_EQ(listening->state, 10);  // LISTEN
   EXPECT_EQ(listening->family, 4);
-  EXPECT_EQ(listening->sport, listener.port());
+  EXPECT_EQ(listening->sport, listener.local_port());
   EXPECT_EQ(listening->dport, 0);
   const uint8_t loopback[4] = {127, 0, 0, 1};
   EXPECT_EQ(std::memcmp(listening->saddr.data(), loopback, 4), 0);
 
-  const TcpSocket* connected = find_socket(*table, inode_of(client.fd));
+  const TcpSocket* connected = find_socket(*table, inode_of(client.fd()));
   ASSERT_NE(connected, nullptr);
   EXPECT_EQ(connected->state, 1);  // ESTABLISHED
-  EXPECT_EQ(connected->sport, client.port());
-  EXPECT_EQ(connected->dport, listener.port());
+  EXPECT_EQ(connected->sport, client.local_port());
+  EXPECT_EQ(connected->dport, listener.local_port());
   EXPECT_EQ(std::memcmp(connected->daddr.data(), loopback, 4), 0);
 
   // The server end, in the accept queue: the same ports swapped, inode 0.
   const auto queued = std::find_if(table->sockets.begin(), table->sockets.end(), [&](const TcpSocket& s) {
-    return s.sport == listener.port() && s.dport == client.port();
+    return s.sport == listener.local_port() && s.dport == client.local_port();
   });
   ASSERT_NE(queued, table->sockets.end());
   EXPECT_EQ(queued->inode, 0u);
   EXPECT_EQ(queued->netns, listening->netns);
 
-  for (const int fd : {listener.fd, client.fd}) {
+  for (const int fd : {listener.fd(), client.fd()}) {
     const auto holders = table->holders.find(inode_of(fd));
     ASSERT_NE(holders, table->holders.end());
     EXPECT_EQ(holders->second, std::vector<pid_t>{getpid()});
@@ -111,7 +94,7 @@ TEST(SocketTable, OwnListenerAndConnectionWithThisProcessAsHolder) {
   // Planned: the listener and both ends, all owned by this process.
   const OwnerSeed seed = plan_owner_seed(*table, true);
   const auto listener_entry = std::find_if(seed.listeners.begin(), seed.listeners.end(), [&](const auto& e) {
-    return e.first.port == listener.port() && e.first.family == 4;
+    return e.first.port == listener.local_port() && e.first.family == 4;
   });
   ASSERT_NE(listener_entry, seed.listeners.end());
   EXPECT_EQ(listener_entry->second.owner.pid, static_cast<__u32>(getpid()));
@@ -120,8 +103,8 @@ TEST(SocketTable, OwnListenerAndConnectionWithThisProcessAsHolder) {
   EXPECT_EQ(listener_entry->first.netns, listening->netns);
   int ends = 0;
   for (const auto& [key, owner] : seed.connections) {
-    const bool client_end = key.sport == client.port() && key.dport == listener.port();
-    const bool server_end = key.sport == listener.port() && key.dport == client.port();
+    const bool client_end = key.sport == client.local_port() && key.dport == listener.local_port();
+    const bool server_end = key.sport == listener.local_port() && key.dport == client.local_port();
     if (!client_end && !server_end) continue;
     ++ends;
     EXPECT_EQ(owner.pid, static_cast<__u32>(getpid()));
@@ -130,15 +113,11 @@ TEST(SocketTable, OwnListenerAndConnectionWithThisProcessAsHolder) {
 }
 
 TEST(SocketTable, Ipv6AddressesAreWhole) {
-  Fd listener(socket(AF_INET6, SOCK_STREAM, 0));
-  sockaddr_in6 address{};
-  address.sin6_family = AF_INET6;
-  address.sin6_addr = in6addr_loopback;
-  ASSERT_EQ(bind(listener.fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(listen(listener.fd, 8), 0);
+  Socket listener = bind_loopback(AF_INET6);
+  start_listening(listener);
   auto table = read_socket_table({"/proc", false});
   ASSERT_TRUE(table.ok()) << table.error().message;
-  const TcpSocket* listening = find_socket(*table, inode_of(listener.fd));
+  const TcpSocket* listening = find_socket(*table, inode_of(listener.fd()));
   ASSERT_NE(listening, nullptr);
   EXPECT_EQ(listening->family, 6);
   EXPECT_EQ(std::memcmp(listening->saddr.data(), &in6addr_loopback, 16), 0);
@@ -153,21 +132,16 @@ TEST(SocketTable, HolderFoundPastOneBatchOfLinks) {
   if (limit.rlim_max < 9000) GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << limit.rlim_max << " < 9000";
   limit.rlim_cur = 9000;
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &limit), 0);
-  std::vector<Fd> others;
-  others.reserve(8500);
+  std::vector<Socket> others;
   for (int i = 0; i < 8500; ++i) {
     others.emplace_back(socket(AF_INET, SOCK_DGRAM, 0));
-    ASSERT_GE(others.back().fd, 0) << i;
+    ASSERT_GE(others.back().fd(), 0) << i;
   }
-  Fd listener(socket(AF_INET, SOCK_STREAM, 0));  // the highest fd: read in the second batch
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener.fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
-  ASSERT_EQ(listen(listener.fd, 8), 0);
+  Socket listener = bind_loopback(AF_INET);  // a higher fd: read in the second batch
+  start_listening(listener);
   auto table = read_socket_table({"/proc", false});
   ASSERT_TRUE(table.ok()) << table.error().message;
-  const auto holders = table->holders.find(inode_of(listener.fd));
+  const auto holders = table->holders.find(inode_of(listener.fd()));
   ASSERT_NE(holders, table->holders.end());
   EXPECT_EQ(holders->second, std::vector<pid_t>{getpid()});
   others.clear();
