@@ -144,7 +144,7 @@ void expect_linked_chains_with_owner(const std::vector<std::string>& options, st
   }
   if (std::find(options.begin(), options.end(), "perf") != options.end()) {
     // Per-CPU perf buffers are read one CPU after another, so a socket whose
-    // events ran on two CPUs can come out of order (README, Performance);
+    // events ran on two CPUs can come out of order (docs/performance.md);
     // the kernel timestamp restores it, as a consumer would with
     // `jq -s 'sort_by(.ts_us)'`. The ring buffer needs no such help.
     std::stable_sort(mine.begin(), mine.end(),
