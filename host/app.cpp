@@ -127,7 +127,7 @@ struct ActiveProgram {
   std::unique_ptr<bcc::OutputReader> reader;
   std::vector<std::unique_ptr<bcc::Attachment>> attachments;
   std::vector<uint64_t> misses_seen;  // recursion_misses per loaded function
-  std::vector<uint64_t> ring_drops_seen;  // tcptrace_lost per CPU
+  std::vector<uint64_t> drops_seen;  // tcptrace_lost per CPU
   uint64_t misses_total = 0;
   Metrics* metrics = nullptr;  // --metrics, else null
   std::string metrics_fed;     // which program metrics its events feed
@@ -215,6 +215,7 @@ Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> l
   }
   active->sink =
       std::make_unique<EventOutput>(writer, loaded->decoders, loaded->table_names, recorder, metrics, json);
+  if (loaded->lost_counter.valid()) active->sink->ignore_kernel_lost_records();
   if (!loaded->tables.empty()) {
     auto reader = bcc::OutputReader::open(loaded->tables, *active->sink, buffer_pages);
     if (!reader) return std::move(reader).take_error();
@@ -261,20 +262,21 @@ std::string attached_text(const ActiveProgram& active) {
          " attached (" + probes + ")";
 }
 
-// Reports events a full ring buffer dropped since the last look, per CPU,
-// from the program's `tcptrace_lost` counters.
-void report_ring_buffer_drops(ActiveProgram& active, StdoutWriter& writer) {
+// Reports events the program could not submit since the last look, per CPU,
+// from its `tcptrace_lost` counters.
+void report_buffer_drops(ActiveProgram& active, StdoutWriter& writer) {
   if (!active.loaded->lost_counter.valid()) return;
   const std::vector<uint64_t> now = bcc::read_percpu_u64(active.loaded->lost_counter.get());
-  active.ring_drops_seen.resize(now.size(), 0);
+  active.drops_seen.resize(now.size(), 0);
   for (size_t cpu = 0; cpu < now.size(); ++cpu) {
-    if (now[cpu] <= active.ring_drops_seen[cpu]) continue;
-    const uint64_t lost = now[cpu] - active.ring_drops_seen[cpu];
-    active.ring_drops_seen[cpu] = now[cpu];
+    if (now[cpu] <= active.drops_seen[cpu]) continue;
+    const uint64_t lost = now[cpu] - active.drops_seen[cpu];
+    active.drops_seen[cpu] = now[cpu];
     writer.add_lost(static_cast<int>(cpu), lost);
     if (active.metrics != nullptr) active.metrics->add_lost_buffer(lost);
     report("lost " + std::to_string(lost) + " events on CPU " + std::to_string(cpu) +
-           " (the ring buffer was full: the reader fell behind; a larger --buffer-pages helps)");
+           (active.loaded->plan.ring_buffer ? " (the ring buffer" : " (the perf buffer") +
+           " was full: the reader fell behind; a larger --buffer-pages helps)");
   }
 }
 
@@ -451,7 +453,7 @@ Status run(const Options& options) {
     if (monotonic_seconds() - last_slow_check < 0.5) continue;
     last_slow_check = monotonic_seconds();
     report_recursion_misses(*active);
-    report_ring_buffer_drops(*active, writer);
+    report_buffer_drops(*active, writer);
     // Without event lines (--output none) stdout is not ours to watch.
     if (json && writer.reader_closed()) break;
     if (!watch || !watch->changed()) continue;
@@ -485,7 +487,7 @@ Status run(const Options& options) {
       continue;
     }
     report_recursion_misses(*active);
-    report_ring_buffer_drops(*active, writer);
+    report_buffer_drops(*active, writer);
     retired_misses += active->misses_total;
     active = std::move(next).value();
     bcc::Program::release_compiler_memory();
@@ -497,7 +499,7 @@ Status run(const Options& options) {
   active->stop();
   writer.flush();
   report_recursion_misses(*active);
-  report_ring_buffer_drops(*active, writer);
+  report_buffer_drops(*active, writer);
   const uint64_t skipped = retired_misses + active->misses_total;
   const bool kernel_counted = active->loaded->aggregates.has_value();
   active.reset();

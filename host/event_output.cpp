@@ -90,6 +90,7 @@ void EventOutput::on_event(size_t table_index, const void* data, size_t size) {
 }
 
 void EventOutput::on_lost(size_t table_index, int cpu, uint64_t count) {
+  if (!kernel_lost_records_) return;
   writer_.add_lost(cpu, count);
   if (metrics_ != nullptr) metrics_->add_lost_buffer(count);
   report("lost " + std::to_string(count) + " events on CPU " + std::to_string(cpu) + " (table '" +

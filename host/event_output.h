@@ -88,6 +88,11 @@ class EventOutput final : public bcc::EventSink {
   void on_event(size_t table_index, const void* data, size_t size) override;
   void on_lost(size_t table_index, int cpu, uint64_t count) override;
 
+  // For a program that counts every submit that failed (`tcptrace_lost`):
+  // a perf buffer's own lost records count a subset of those same failures
+  // (those that found the buffer full), so they are not added again.
+  void ignore_kernel_lost_records() { kernel_lost_records_ = false; }
+
  private:
   StdoutWriter& writer_;
   std::vector<std::optional<EventDecoder>> decoders_;
@@ -95,6 +100,7 @@ class EventOutput final : public bcc::EventSink {
   RawRecorder* recorder_;
   Metrics* metrics_;
   bool json_;
+  bool kernel_lost_records_ = true;
 };
 
 }  // namespace tcptrace

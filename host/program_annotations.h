@@ -10,8 +10,11 @@
 //   // tcptrace:buffers ringbuf perf
 //       The program can write to a ring buffer or to perf buffers; the host
 //       defines TCPTRACE_RINGBUF=1 (and TCPTRACE_RINGBUF_PAGES) for the
-//       ring buffer (--buffer). A program that counts the events a full ring
-//       buffer dropped in a per-CPU array `tcptrace_lost` has them reported.
+//       ring buffer (--buffer). A program that counts the submits that
+//       failed (a full ring or perf buffer) in a per-CPU u64 array
+//       `tcptrace_lost` has them reported from there; without it, a perf
+//       buffer's own lost records are reported (they arrive only once a
+//       later sample fits) and a ring buffer's drops go unseen.
 //   // tcptrace:filters sport dport family pid min-us no-failures
 //       The filter options the program honours (filters/tcptrace_filter.h);
 //       giving any other filter option is a usage error rather than a filter

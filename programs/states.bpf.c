@@ -96,10 +96,13 @@ struct event {
  * where the kernel has them (Linux 5.8+; one buffer
  * shared by all CPUs keeps every socket's events in order and wakes the
  * reader only when it has caught up), per-CPU perf buffers otherwise. The
- * host picks with TCPTRACE_RINGBUF (--buffer). A full ring buffer drops the
- * event; the drops are counted in tcptrace_lost, which the host reports as
- * lost events. (BCC rewrites map calls only in the program's own file, so
- * this helper cannot live in a shared header.) */
+ * host picks with TCPTRACE_RINGBUF (--buffer). A full buffer of either kind
+ * drops the event, and the program counts every submit that fails in
+ * tcptrace_lost, which the host reports as lost events: a perf buffer's own
+ * record of its losses reaches the reader only once a later sample fits
+ * (perf_output_begin() writes it ahead of the next record), so losses before
+ * a quiet period or exit would go unreported. (BCC rewrites map calls only
+ * in the program's own file, so this helper cannot live in a shared header.) */
 #if TCPTRACE_AGGREGATE
 /* Per-CPU, so no atomics: the host sums the CPUs. 16 = 4-bit state values. */
 BPF_PERCPU_ARRAY(tcptrace_agg_transitions, u64, 16 * 16 * 2);
@@ -110,13 +113,15 @@ struct state_duration_histogram {
 BPF_PERCPU_ARRAY(tcptrace_agg_state_duration, struct state_duration_histogram, 16);
 #elif TCPTRACE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, TCPTRACE_RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
 /* Wake-up batching: the reader is woken for every TCPTRACE_WAKEUP_EVERY-th
  * event of a CPU (BPF_RB_FORCE_WAKEUP) and not for the others
  * (BPF_RB_NO_WAKEUP); it polls every 100 ms anyway, which bounds the wait. */
 BPF_PERCPU_ARRAY(tcptrace_unannounced, u32, 1);
 #else
 BPF_PERF_OUTPUT(events);
+#endif
+#if !TCPTRACE_AGGREGATE
+BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
 #endif
 
 static __always_inline void submit_event(void *ctx, struct event *e)
@@ -138,7 +143,8 @@ static __always_inline void submit_event(void *ctx, struct event *e)
     if (bucket < TCPTRACE_STATE_DURATION_BUCKETS)
         histogram->buckets[bucket] += 1;
     histogram->sum_us += e->delta_us;
-#elif TCPTRACE_RINGBUF
+#else
+#if TCPTRACE_RINGBUF
     u32 zero = 0;
     u64 flags = BPF_RB_NO_WAKEUP;
     u32 *unannounced = tcptrace_unannounced.lookup(&zero);
@@ -146,13 +152,16 @@ static __always_inline void submit_event(void *ctx, struct event *e)
         *unannounced = 0;
         flags = BPF_RB_FORCE_WAKEUP;
     }
-    if (events.ringbuf_output(e, sizeof(*e), flags) != 0) {
-        u64 *lost = tcptrace_lost.lookup(&zero);
-        if (lost)
-            *lost += 1;
-    }
+    if (events.ringbuf_output(e, sizeof(*e), flags) == 0)
+        return;
 #else
-    events.perf_submit(ctx, e, sizeof(*e));
+    if (events.perf_submit(ctx, e, sizeof(*e)) == 0)
+        return;
+#endif
+    u32 first = 0;
+    u64 *lost = tcptrace_lost.lookup(&first);
+    if (lost)
+        *lost += 1;
 #endif
 }
 

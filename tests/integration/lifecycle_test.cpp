@@ -4,10 +4,16 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <fstream>
 #include <regex>
+#include <sstream>
+#include <cerrno>
+#include <cstring>
 #include <thread>
 
+#include "http_get.h"
 #include "loopback.h"
+#include "network_namespace.h"
 #include "tool_process.h"
 
 namespace tcptrace::testing {
@@ -54,9 +60,8 @@ TEST(Lifecycle, OverloadIsCountedPerCpuAndTheRunGoesOn) {
   ASSERT_EQ(kill(tool.pid(), SIGCONT), 0);
   std::this_thread::sleep_for(500ms);
 
-  // The kernel writes its record of the loss into a buffer once there is
-  // room again, ahead of the next event: new traffic brings it, and shows
-  // the run goes on.
+  // The host reads the program's loss counters every 0.5 s and reports what
+  // they gained; new traffic after the loss shows the run goes on.
   const size_t lines_before = tool.stdout_lines().size();
   Socket late_listener = bind_loopback(AF_INET);
   start_listening(late_listener);
@@ -77,6 +82,217 @@ TEST(Lifecycle, OverloadIsCountedPerCpuAndTheRunGoesOn) {
                                 std::regex("events, [1-9][0-9]* lost \\(buffer, CPU [0-9]+: [1-9][0-9]*")))
       << tool.stderr_text();
 }
+
+// The kernel's own count of TCP opens in the calling thread's network
+// namespace (/proc/net/snmp, "Tcp:" header and value lines).
+struct TcpOpens {
+  uint64_t active = 0;
+  uint64_t passive = 0;
+};
+
+TcpOpens read_tcp_opens() {
+  std::ifstream snmp("/proc/thread-self/net/snmp");
+  std::string header, values, line;
+  while (std::getline(snmp, line)) {
+    if (line.rfind("Tcp: ", 0) != 0) continue;
+    if (header.empty()) {
+      header = line;
+    } else {
+      values = line;
+    }
+  }
+  std::istringstream names(header), numbers(values);
+  std::string name, number;
+  TcpOpens opens;
+  while (names >> name && numbers >> number) {
+    if (name == "ActiveOpens") opens.active = std::stoull(number);
+    if (name == "PassiveOpens") opens.passive = std::stoull(number);
+  }
+  return opens;
+}
+
+// True when every socket on local port `port` in the calling thread's
+// namespace is in TIME_WAIT (/proc/net/tcp state 06), or gone: the server
+// side of each connection has made its last state change.
+bool only_time_wait_left(uint16_t port) {
+  std::ifstream table("/proc/thread-self/net/tcp");
+  std::string line;
+  std::getline(table, line);  // header
+  char local_port[8];
+  std::snprintf(local_port, sizeof local_port, ":%04X", port);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    if (local.size() >= 5 && local.compare(local.size() - 5, 5, local_port) == 0 && state != "06") return false;
+  }
+  return true;
+}
+
+// Bursts of connections, each to a listener on a port of its own in a
+// network namespace of the test's own, the first made while the tool's
+// reader is stopped (SIGSTOP) so one-page buffers overflow. With --sport
+// PORTS the tool sees only the server side: per burst the listener's CLOSE
+// -> LISTEN and LISTEN -> CLOSE, and per connection LISTEN -> SYN_RECV (the
+// child socket is cloned from the listener), SYN_RECV -> ESTABLISHED, then
+// the server closes first: ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2, and
+// FIN_WAIT2 -> CLOSE when the client's FIN moves it to TIME_WAIT
+// (tcp_time_wait()).
+class ConnectionBursts {
+ public:
+  static constexpr uint64_t kServerTransitionsPerConnection = 5;
+  static constexpr uint64_t kListenerTransitions = 2;
+
+  ConnectionBursts(const NetworkNamespace& ns, int bursts) : ns_(ns) {
+    ns_.run_inside([&] {
+      for (int i = 0; i < bursts; ++i) listeners_.push_back(bind_loopback(AF_INET));
+    });
+  }
+
+  // What the bursts so far made the kernel count, and so the tool's events.
+  uint64_t expected_events() const {
+    return kServerTransitionsPerConnection * passive_opens_ + kListenerTransitions * bursts_;
+  }
+
+  // Starts the tool on the bursts' ports with `extra` options, stops its
+  // reader, makes the first burst and resumes the reader. Returns the
+  // running tool.
+  std::unique_ptr<ToolProcess> start_stopped_burst(int connections, std::vector<std::string> extra) {
+    std::string ports;
+    for (const Socket& listener : listeners_) ports += (ports.empty() ? "" : ",") + std::to_string(listener.local_port());
+    std::vector<std::string> args = {"--program", "states", "--sport", ports, "--buffer-pages", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto tool = start_ready(args);
+    if (!tool) return nullptr;
+    EXPECT_EQ(kill(tool->pid(), SIGSTOP), 0);
+    burst(connections);
+    EXPECT_EQ(kill(tool->pid(), SIGCONT), 0);
+    return tool;
+  }
+
+  // Listens on the next port, takes `connections` connections, closes them
+  // all and the listener, and waits until each server side reached
+  // TIME_WAIT. The kernel's PassiveOpens and ActiveOpens of the namespace
+  // must each have grown by `connections`.
+  void burst(int connections) {
+    ASSERT_LT(bursts_, listeners_.size());
+    Socket& listener = listeners_[bursts_++];
+    const uint16_t port = listener.local_port();
+    ns_.run_inside([&] {
+      const TcpOpens before = read_tcp_opens();
+      start_listening(listener);
+      for (int i = 0; i < connections; ++i) {
+        Socket client = connect_loopback(AF_INET, port);
+        ASSERT_GE(client.fd(), 0) << "connect: " << std::strerror(errno);
+        Socket server = accept_one(listener);
+        ASSERT_GE(server.fd(), 0) << "accept: " << std::strerror(errno);
+        server.close();
+      }
+      listener.close();
+      const auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+      while (!only_time_wait_left(port) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+      }
+      EXPECT_TRUE(only_time_wait_left(port)) << "server sockets still closing";
+      const TcpOpens after = read_tcp_opens();
+      EXPECT_EQ(after.passive - before.passive, static_cast<uint64_t>(connections));
+      EXPECT_EQ(after.active - before.active, static_cast<uint64_t>(connections));
+      passive_opens_ += after.passive - before.passive;
+    });
+  }
+
+ private:
+  const NetworkNamespace& ns_;
+  std::vector<Socket> listeners_;  // one bound port per burst
+  uint64_t passive_opens_ = 0;
+  size_t bursts_ = 0;
+};
+
+// "N events, L lost (buffer, ...)" of the summary line.
+std::pair<uint64_t, uint64_t> summary_counts(const std::string& stderr_text) {
+  std::smatch m;
+  if (!std::regex_search(stderr_text, m, std::regex("tcptrace-bcc: ([0-9]+) events, ([0-9]+) lost \\(buffer"))) {
+    ADD_FAILURE() << "no summary line in:\n" << stderr_text;
+    return {0, 0};
+  }
+  return {std::stoull(m[1]), std::stoull(m[2])};
+}
+
+class LossAccounting : public ::testing::TestWithParam<const char*> {};
+
+// Every event the traffic made is either written or reported lost, for
+// either buffer kind, even when the tool exits right after its reader
+// resumes: a perf buffer reports its own losses only ahead of a later sample
+// that fits, so its count must come from the program.
+TEST_P(LossAccounting, WrittenPlusLostIsEveryEventAtExit) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  NetworkNamespace ns("tcptrace-loss-" + std::to_string(getpid()));
+  ASSERT_TRUE(ns.created()) << "ip netns add failed";
+  ConnectionBursts bursts(ns, 1);
+  auto tool = bursts.start_stopped_burst(2000, {"--buffer", GetParam()});
+  ASSERT_TRUE(tool);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  const auto [events, lost] = summary_counts(tool->stderr_text());
+  EXPECT_EQ(events, tool->events().size()) << "the summary counts the lines written";
+  EXPECT_GT(lost, 0u) << "one page per CPU cannot hold " << bursts.expected_events() << " events";
+  EXPECT_EQ(events + lost, bursts.expected_events()) << tool->stderr_text();
+  // The per-CPU reports add up to the summary.
+  uint64_t reported = 0;
+  const std::string text = tool->stderr_text();
+  const std::regex line("lost ([0-9]+) events on CPU [0-9]+ \\(the (ring|perf) buffer was full");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), line); it != std::sregex_iterator(); ++it) {
+    reported += std::stoull((*it)[1]);
+  }
+  EXPECT_EQ(reported, lost);
+}
+
+// The lost-events metric says what the summary line says, and a loss is
+// counted once: traffic after the overflow fits in the perf buffers again,
+// so the kernel writes its own lost records ahead of it, which count the
+// same failures the program counted.
+TEST_P(LossAccounting, MetricEqualsTheSummaryAndNothingIsCountedTwice) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  NetworkNamespace ns("tcptrace-loss-" + std::to_string(getpid()));
+  ASSERT_TRUE(ns.created()) << "ip netns add failed";
+  ConnectionBursts bursts(ns, 2);
+  auto tool = bursts.start_stopped_burst(500, {"--buffer", GetParam(), "--metrics", "127.0.0.1:0"});
+  ASSERT_TRUE(tool);
+  const uint16_t port = served_metrics_port(tool->stderr_text());
+  ASSERT_NE(port, 0) << tool->stderr_text();
+  // Written and lost add up once the reader has drained the buffers and
+  // read the program's counters (every 0.5 s).
+  double written = 0, lost = 0;
+  const auto scrape_until_complete = [&] {
+    const auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+    do {
+      const auto series = parse_exposition(http_get(port, "/metrics").body);
+      const auto value = [&](const std::string& name) { return series.count(name) ? series.at(name) : 0.0; };
+      written = value("tcptrace_events_total");
+      lost = value("tcptrace_lost_events_total{reason=\"buffer\"}");
+      if (written + lost >= static_cast<double>(bursts.expected_events())) break;
+      std::this_thread::sleep_for(50ms);
+    } while (std::chrono::steady_clock::now() < deadline);
+  };
+  scrape_until_complete();
+  ASSERT_EQ(written + lost, static_cast<double>(bursts.expected_events()));
+  ASSERT_GT(lost, 0);
+  const double lost_in_overflow = lost;
+  bursts.burst(20);
+  scrape_until_complete();
+  // Give a second count the time to show: two more looks at the counters.
+  std::this_thread::sleep_for(1s);
+  scrape_until_complete();
+  EXPECT_EQ(written + lost, static_cast<double>(bursts.expected_events()));
+  EXPECT_EQ(lost, lost_in_overflow) << "the late traffic all fits";
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  const auto [summary_events, summary_lost] = summary_counts(tool->stderr_text());
+  EXPECT_EQ(static_cast<double>(summary_lost), lost);
+  EXPECT_EQ(static_cast<double>(summary_events), written);
+  EXPECT_EQ(summary_events, tool->events().size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Buffers, LossAccounting, ::testing::Values("perf", "ringbuf"),
+                         [](const auto& info) { return std::string(info.param); });
 
 }  // namespace
 }  // namespace tcptrace::testing

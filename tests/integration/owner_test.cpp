@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "loopback.h"
+#include "network_namespace.h"
 #include "state_chains.h"
 #include "tool_process.h"
 
@@ -469,38 +470,6 @@ TEST_P(OwnersServerStart, ReuseportGroupIsUnknownUntilAWorkerActs) {
   server_.process->stop(SIGTERM);
 }
 
-// A network namespace made for one test (loopback up), deleted after it.
-class NetworkNamespace {
- public:
-  explicit NetworkNamespace(std::string name) : name_(std::move(name)) {
-    std::system(("ip netns del " + name_ + " 2>/dev/null").c_str());
-    created_ = std::system(("ip netns add " + name_ + " && ip -n " + name_ + " link set lo up").c_str()) == 0;
-  }
-  ~NetworkNamespace() { std::system(("ip netns del " + name_).c_str()); }
-  bool created() const { return created_; }
-  const std::string& name() const { return name_; }
-
-  // Connects from inside the namespace: on a thread that joins it, as
-  // setns() moves only the calling thread; the socket stays in it.
-  Connection open_connection(int family, uint16_t port) const {
-    Connection c;
-    std::thread([&] {
-      const int ns = ::open(("/run/netns/" + name_).c_str(), O_RDONLY | O_CLOEXEC);
-      if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
-        ADD_FAILURE() << "cannot enter network namespace " << name_ << ": " << strerror(errno);
-      } else {
-        c = tcptrace::testing::open_connection(family, port);
-      }
-      if (ns >= 0) ::close(ns);
-    }).join();
-    return c;
-  }
-
- private:
-  std::string name_;
-  bool created_ = false;
-};
-
 // Two servers, one per network namespace, on the same address and port (the
 // normal case for pods on one node). The state change record has no
 // namespace; the program reads it from the socket at offsets from the
@@ -524,7 +493,8 @@ TEST_P(OwnersServerStart, ListenersOnOnePortInTwoNetworkNamespaces) {
   ASSERT_TRUE(tool);
   for (int i = 0; i < 3; ++i) {
     for (const NetworkNamespace* ns : {&a, &b}) {
-      Connection c = ns->open_connection(AF_INET, server_a.port);
+      Connection c;
+      ns->run_inside([&] { c = open_connection(AF_INET, server_a.port); });
       EXPECT_EQ(c.served_by, ns == &a ? server_a.master : server_b.master);
       close_server_first(c);
     }
