@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cstdio>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -216,6 +217,81 @@ std::pair<uint64_t, uint64_t> summary_counts(const std::string& stderr_text) {
     return {0, 0};
   }
   return {std::stoull(m[1]), std::stoull(m[2])};
+}
+
+std::string fixture(const std::string& name) { return std::string(TCPTRACE_SOURCE_DIR) + "/tests/fixtures/" + name; }
+
+// What bpftool (an oracle independent of the tool) shows of program `id`:
+// a JSON object, with "recursion_misses" when they are not zero; null when
+// bpftool cannot show it.
+json bpftool_prog_show(uint32_t id) {
+  FILE* pipe = ::popen(("bpftool -j prog show id " + std::to_string(id) + " 2>/dev/null").c_str(), "r");
+  if (pipe == nullptr) return nullptr;
+  std::string text;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) text.append(buffer, n);
+  if (::pclose(pipe) != 0) return nullptr;
+  json info = json::parse(text, nullptr, false);
+  return info.is_object() ? info : json(nullptr);
+}
+
+// Runs the kernel skipped are reported, one by one: a probe that nests in
+// itself (tests/fixtures/nested_probe.bpf.c) is skipped once per state
+// change on the port, and the summary's count equals the kernel's own
+// recursion_misses of that program, read by bpftool before the tool exits.
+TEST(Lifecycle, SkippedRunsEqualTheKernelsRecursionMisses) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  const uint16_t port = listener.local_port();
+  const std::set<uint32_t> before = loaded_bpf_program_ids();
+  auto tool = start_ready({"--program-file", fixture("nested_probe.bpf.c"), "-D", "PORT=" + std::to_string(port)});
+  ASSERT_TRUE(tool);
+  // The program of the raw tracepoint probe, among those the tool loaded.
+  uint32_t nesting_program = 0;
+  for (uint32_t id : loaded_bpf_program_ids()) {
+    if (before.count(id)) continue;
+    const json info = bpftool_prog_show(id);
+    if (info.is_object() && info.value("type", "") == "raw_tracepoint") nesting_program = id;
+  }
+  ASSERT_NE(nesting_program, 0u) << "no raw_tracepoint program loaded by the tool";
+
+  constexpr int kConnections = 50;
+  start_listening(listener);
+  for (int i = 0; i < kConnections; ++i) {
+    Socket client = connect_loopback(AF_INET, port);
+    ASSERT_GE(client.fd(), 0);
+    Socket server = accept_one(listener);
+    server.close();
+  }
+  listener.close();
+  // Server side, as in ConnectionBursts: 5 changes per connection and the
+  // listener's 2; each is one "changes" event and one "printks" event.
+  const size_t changes = 5 * kConnections + 2;
+  ASSERT_TRUE(tool->wait_for_lines(2 * changes, scaled(10s))) << tool->stdout_lines().size() << " lines";
+  const json shown = bpftool_prog_show(nesting_program);
+  ASSERT_TRUE(shown.is_object()) << "bpftool cannot show program " << nesting_program;
+  const auto kernel_misses = shown.value("recursion_misses", uint64_t{0});
+  EXPECT_EQ(kernel_misses, changes);
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+
+  size_t change_events = 0, printk_events = 0;
+  for (const json& e : tool->events()) {
+    change_events += e.at("event") == "changes";
+    printk_events += e.at("event") == "printks";
+  }
+  EXPECT_EQ(change_events, changes);
+  EXPECT_EQ(printk_events, changes);
+  const std::string text = tool->stderr_text();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("([0-9]+) skipped runs \\(recursion_misses\\)"))) << text;
+  EXPECT_EQ(std::stoull(m[1]), kernel_misses);
+  uint64_t reported = 0;
+  const std::regex line("kernel skipped ([0-9]+) runs of raw_tracepoint bpf_trace_printk \\(recursion_misses");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), line); it != std::sregex_iterator(); ++it) {
+    reported += std::stoull((*it)[1]);
+  }
+  EXPECT_EQ(reported, kernel_misses);
 }
 
 class LossAccounting : public ::testing::TestWithParam<const char*> {};
