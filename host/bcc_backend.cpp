@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -23,6 +24,15 @@
 
 #include "kallsyms_view.h"
 #include "kernel_probe.h"
+
+// libbcc's own (common.cc): where a tracepoint's format file is, and the
+// struct tp_frontend_action.cc inserts above each probe that takes a
+// `struct tracepoint__CATEGORY__EVENT *`, made from that file. libbcc
+// exports both but installs no header declaring them.
+namespace ebpf {
+std::string tracepoint_format_file(std::string const& category, std::string const& event);
+std::string parse_tracepoint(std::istream& input, std::string const& category, std::string const& event);
+}  // namespace ebpf
 
 namespace tcptrace::bcc {
 
@@ -492,7 +502,7 @@ std::optional<std::string> Program::table_value_description(const std::string& n
   return std::string(description);
 }
 
-Result<LoadedFunction> Program::load(const ProbeSpec& probe) const {
+Result<LoadedFunction> Program::load(const ProbeSpec& probe, std::string& bcc_output) const {
   const auto* insns = static_cast<const bpf_insn*>(bpf_function_start(module_, probe.function.c_str()));
   const size_t size = bpf_function_size(module_, probe.function.c_str());
   if (insns == nullptr || size == 0) {
@@ -501,12 +511,20 @@ Result<LoadedFunction> Program::load(const ProbeSpec& probe) const {
   // Verifier log only on failure: logging a successful load costs time.
   static constexpr size_t kLogSize = 1 << 20;
   std::vector<char> log(kLogSize, '\0');
-  errno = 0;
-  int fd = bcc_func_load(module_, program_type_for(probe.kind), probe.function.c_str(), insns,
-                         static_cast<int>(size), bpf_module_license(module_), bpf_module_kern_version(module_),
-                         0, log.data(), static_cast<unsigned>(log.size()), nullptr, -1);
+  int fd = -1;
+  int err = 0;
+  {
+    // On failure BCC prints the log itself (libbpf.c: bpf_print_hints), in
+    // terms of its /virtual/main.c.
+    StderrCapture capture;
+    errno = 0;
+    fd = bcc_func_load(module_, program_type_for(probe.kind), probe.function.c_str(), insns,
+                       static_cast<int>(size), bpf_module_license(module_), bpf_module_kern_version(module_), 0,
+                       log.data(), static_cast<unsigned>(log.size()), nullptr, -1);
+    err = errno;
+    bcc_output = capture.finish();
+  }
   if (fd < 0) {
-    const int err = errno;
     std::string message = "the kernel refused to load " + describe(probe) + " (" + probe.function +
                           "): " + errno_text(err);
     if (log[0] != '\0') message += "; verifier: " + tail_lines(log.data(), 3);
@@ -702,6 +720,21 @@ size_t possible_cpu_count() {
   const size_t dash = text.find('-');
   const int last = std::atoi(text.c_str() + (dash == std::string::npos ? 0 : dash + 1));
   return static_cast<size_t>(last + 1);
+}
+
+size_t tracepoint_struct_lines(const std::string& category, const std::string& event) {
+  std::ifstream format(ebpf::tracepoint_format_file(category, event));
+  if (!format) return 0;
+  std::string text;
+  {
+    // Array sizes named by an enum are looked up in the kernel's BTF, which
+    // libbpf may complain about on stderr; the diagnostics being mapped are
+    // what the user needs to see.
+    StderrCapture capture;
+    text = ebpf::parse_tracepoint(format, category, event);
+    capture.finish();
+  }
+  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
 }
 
 std::vector<int> online_cpus() {

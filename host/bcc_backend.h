@@ -58,7 +58,9 @@ class Program {
 
   // Loads one function through the verifier as the program type its probe
   // kind needs. On failure the error carries the verifier's last log lines.
-  Result<LoadedFunction> load(const ProbeSpec& probe) const;
+  // What BCC printed meanwhile (on failure: the whole verifier log, its
+  // source lines as "; TEXT @ main.c:N", and hints) lands in `bcc_output`.
+  Result<LoadedFunction> load(const ProbeSpec& probe, std::string& bcc_output) const;
 
   // Returns LLVM/clang memory to the system once everything is loaded.
   static void release_compiler_memory();
@@ -122,6 +124,13 @@ class OutputReader {
   // Delivers whatever is buffered without waiting (used when stopping).
   virtual void drain() = 0;
 };
+
+// How many lines BCC inserts into the program's text above a
+// TRACEPOINT_PROBE(category, event): the struct describing the tracepoint's
+// record (tp_frontend_action.cc), one line per field and per padding byte of
+// the kernel's format file. 0 when the kernel has no such tracepoint, as
+// BCC then inserts nothing.
+size_t tracepoint_struct_lines(const std::string& category, const std::string& event);
 
 // The online CPUs (/sys/devices/system/cpu/online).
 std::vector<int> online_cpus();

@@ -3,37 +3,12 @@
 #include <charconv>
 #include <cstring>
 
+#include "utf8.h"
+
 namespace tcptrace::json {
 namespace {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
-
-// Length of the well-formed UTF-8 sequence starting at s[i], or 0 when the
-// bytes there are not one (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
-size_t utf8_sequence_length(std::string_view s, size_t i) {
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char b0 = byte(i);
-  const size_t left = s.size() - i;
-  auto cont = [&](size_t k) { return (byte(k) & 0xC0) == 0x80; };
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    return left >= 2 && cont(i + 1) ? 2 : 0;
-  }
-  if (b0 >= 0xE0 && b0 <= 0xEF) {
-    if (left < 3 || !cont(i + 1) || !cont(i + 2)) return 0;
-    const unsigned char b1 = byte(i + 1);
-    if (b0 == 0xE0 && b1 < 0xA0) return 0;  // overlong
-    if (b0 == 0xED && b1 > 0x9F) return 0;  // UTF-16 surrogate
-    return 3;
-  }
-  if (b0 >= 0xF0 && b0 <= 0xF4) {
-    if (left < 4 || !cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
-    const unsigned char b1 = byte(i + 1);
-    if (b0 == 0xF0 && b1 < 0x90) return 0;  // overlong
-    if (b0 == 0xF4 && b1 > 0x8F) return 0;  // beyond U+10FFFF
-    return 4;
-  }
-  return 0;
-}
 
 // Copies a short literal (escape sequences, quotes).
 char* put(char* p, std::string_view text) {

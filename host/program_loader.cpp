@@ -32,8 +32,30 @@ bool blames_the_program(const std::string& diagnostics) {
 }
 
 void print_diagnostics(const std::string& diagnostics, const ProgramSource& source) {
-  const std::string mapped = map_diagnostics_to_source(diagnostics, source.text, source.path);
+  std::vector<InsertedLines> inserted;
+  for (const TracepointProbeLine& probe : tracepoint_probe_lines(source.text)) {
+    inserted.push_back({probe.line, bcc::tracepoint_struct_lines(probe.category, probe.event)});
+  }
+  const std::string mapped = map_diagnostics_to_source(diagnostics, source.text, source.path, inserted);
   write_all(STDERR_FILENO, mapped);
+}
+
+// Loads one probe's function; when the kernel refuses it, BCC's copy of the
+// verifier's log is printed pointing at the user's lines, and the error
+// names the line the verifier stopped at.
+Result<bcc::LoadedFunction> load_function(const bcc::Program& program, const ProbeSpec& probe,
+                                          const ProgramSource& source) {
+  std::string bcc_output;
+  auto function = program.load(probe, bcc_output);
+  if (function) {
+    write_all(STDERR_FILENO, bcc_output);
+    return function;
+  }
+  const MappedVerifierLog log = map_verifier_log_to_source(bcc_output, source.text, source.path);
+  write_all(STDERR_FILENO, log.text);
+  Error error = std::move(function).take_error();
+  if (log.failure_line) error.message = source.path + ":" + std::to_string(*log.failure_line) + ": " + error.message;
+  return error;
 }
 
 struct Compiled {
@@ -358,7 +380,7 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
                                 "kprobe__fn, kretprobe__fn, KFUNC_PROBE, KRETFUNC_PROBE)");
   }
   for (const ProbeSpec& probe : loaded->probes) {
-    auto function = program.load(probe);
+    auto function = load_function(program, probe, loaded->plan.source);
     if (!function) return std::move(function).take_error();
     loaded->functions.push_back(std::move(function).value());
   }

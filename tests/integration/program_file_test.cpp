@@ -174,6 +174,95 @@ TEST(ProgramFile, CheckNamesTheLineOfASyntaxError) {
   EXPECT_EQ(tool.stdout_text(), "");
 }
 
+// stderr without the notice about the kernel header tree, which this machine
+// may print first: what is left is the diagnostics and the tool's own line.
+std::string without_header_notice(const std::string& err) {
+  std::string out;
+  std::istringstream lines(err);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("tcptrace-bcc: using kernel headers ", 0) == 0) continue;
+    out += line + "\n";
+  }
+  return out;
+}
+
+// Compiler diagnostics name the line of the user's file, whatever BCC
+// inserted above it (each probe's tracepoint struct) and however the file is
+// indented. The whole of stderr is compared: clang's line, the source line it
+// echoes (tabs expanded to 8 columns) and its caret.
+struct CompileErrorCase {
+  std::string name;
+  std::string fixture;
+  std::string diagnostics;  // "FILE" stands for the fixture's path
+};
+
+std::ostream& operator<<(std::ostream& os, const CompileErrorCase& c) { return os << c.name; }
+
+class CompileErrorAtTheUsersLine : public ::testing::TestWithParam<CompileErrorCase> {};
+
+TEST_P(CompileErrorAtTheUsersLine, ExactLocationAndStatus) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const CompileErrorCase& c = GetParam();
+  const std::string path = fixture(c.fixture);
+  std::string expected = c.diagnostics;
+  for (size_t at = 0; (at = expected.find("FILE", at)) != std::string::npos; at += path.size()) {
+    expected.replace(at, 4, path);
+  }
+  expected += "tcptrace-bcc: " + path + " did not compile (diagnostics above)\n";
+  ToolProcess tool({"--program-file", path, "--check"});
+  EXPECT_EQ(tool.wait_exit(120s), 1);
+  EXPECT_EQ(without_header_notice(tool.stderr_text()), expected);
+  EXPECT_EQ(tool.stdout_text(), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, CompileErrorAtTheUsersLine,
+    ::testing::Values(
+        // Lines 8 and 15, one in each probe; line 8 also has a tab after code.
+        CompileErrorCase{"tabs", "tabs.bpf.c",
+                         "FILE:8:31: error: use of undeclared identifier 'missing_in_enter'\n"
+                         "        struct value v = {};    v.pid = missing_in_enter;\n"
+                         "                                        ^\n"
+                         "FILE:15:10: error: use of undeclared identifier 'missing_in_exit'\n"
+                         "        v.pid = missing_in_exit;\n"
+                         "                ^\n"
+                         "2 errors generated.\n"},
+        // The only error, in the second probe; the first probe has the same
+        // line (11) where it compiles.
+        CompileErrorCase{"second_probe", "second_probe.bpf.c",
+                         "FILE:18:10: error: use of undeclared identifier 'caller'\n"
+                         "        v.pid = caller;\n"
+                         "                ^\n"
+                         "1 error generated.\n"},
+        // Line 11; the second probe has the same text on line 19.
+        CompileErrorCase{"repeated_line", "repeated_line.bpf.c",
+                         "FILE:11:13: error: use of undeclared identifier 'caller'\n"
+                         "    v.pid = caller;\n"
+                         "            ^\n"
+                         "1 error generated.\n"}),
+    [](const ::testing::TestParamInfo<CompileErrorCase>& info) { return info.param.name; });
+
+// A program that compiles but that the verifier refuses: the verifier's log
+// names the source line of the instruction it stopped at, and both the log
+// and the tool's own last line point at that line of the user's file.
+TEST(ProgramFile, VerifierRejectionNamesTheUsersLine) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const std::string path = fixture("verifier_reject.bpf.c");
+  ToolProcess tool({"--program-file", path, "--check"});
+  EXPECT_EQ(tool.wait_exit(120s), 1);
+  const std::string err = tool.stderr_text();
+  EXPECT_EQ(tool.stdout_text(), "");
+  EXPECT_NE(err.find("\n; v.pid = *count; @ " + path + ":13\n"), std::string::npos) << err;
+  EXPECT_EQ(err.find("main.c"), std::string::npos) << err;
+  const size_t last = err.rfind('\n', err.size() - 2);
+  const std::string last_line = err.substr(last == std::string::npos ? 0 : last + 1);
+  const std::string prefix = "tcptrace-bcc: " + path +
+                             ":13: the kernel refused to load tracepoint syscalls:sys_enter_connect "
+                             "(tracepoint__syscalls__sys_enter_connect): Permission denied; verifier: ";
+  EXPECT_EQ(last_line.substr(0, prefix.size()), prefix) << err;
+  EXPECT_NE(last_line.find("R0 invalid mem access 'map_value_or_null'"), std::string::npos) << last_line;
+}
+
 TEST(ProgramFile, CheckPrintsPlanAndFields) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   ToolProcess tool({"--program-file", fixture("two_tables.bpf.c"), "--check"});
