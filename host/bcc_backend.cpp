@@ -576,6 +576,10 @@ std::optional<uint64_t> LoadedFunction::recursion_misses() const {
 
 Result<std::unique_ptr<Attachment>> Attachment::attach(const LoadedFunction& function) {
   const ProbeSpec& probe = function.probe();
+  // libbcc's attach functions also print their failure to stderr (libbpf.c:
+  // fprintf); the error returned here says the same with the probe's name,
+  // so the user reads one line.
+  StderrCapture libbcc_messages;
   errno = 0;
   switch (probe.kind) {
     case ProbeKind::tracepoint: {

@@ -40,6 +40,12 @@ void make_scratch() {
   std::ofstream(d / "seed_wrong_map.bpf.c") << "// tcptrace:seed tcp-connections=owners\n"
                                             << "BPF_HASH(owners, u64, u32, 16);\n" << probe;
   std::ofstream(d / "seed_bad_kind.bpf.c") << "// tcptrace:seed udp-sockets=owners\n" << probe;
+  // Compiles and loads (the kernel checks a raw tracepoint's name only when
+  // the program is attached to it), then attaching fails: no such
+  // tracepoint.
+  std::ofstream(d / "attach_refused.bpf.c")
+      << probe << "RAW_TRACEPOINT_PROBE(tcptrace_no_such_tracepoint) {\n  struct e v = {};\n"
+      << "  events.perf_submit(ctx, &v, sizeof(v));\n  return 0;\n}\n";
   fs::permissions(d / "unreadable.bpf.c", fs::perms::none);
   // A copy of the tool that an unprivileged user may execute wherever the
   // build tree lives.
@@ -94,7 +100,7 @@ TEST_P(BadInputTable, OneLineRightStatusNothingLeftLoaded) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   make_scratch();
   const BadInput& c = GetParam();
-  const std::set<uint32_t> before = loaded_bpf_program_ids();
+  const BpfObjectIds before = loaded_bpf_objects();
   ToolProcess tool(c.wrapper, c.args,
                    c.wrapper == kAsNobody ? (scratch() / "tcptrace-bcc").string() : tool_binary());
   const int status = tool.wait_exit(120s);
@@ -114,14 +120,9 @@ TEST_P(BadInputTable, OneLineRightStatusNothingLeftLoaded) {
     EXPECT_EQ(lines, notice ? 2u : 1u) << err;
   }
   EXPECT_EQ(err.find("terminate called"), std::string::npos) << err;
-  // Programs are released when their fds close, a moment after exit at most.
-  std::set<uint32_t> after = loaded_bpf_program_ids();
-  for (int i = 0; i < 40 && !std::includes(before.begin(), before.end(), after.begin(), after.end()); ++i) {
-    std::this_thread::sleep_for(50ms);
-    after = loaded_bpf_program_ids();
-  }
-  EXPECT_TRUE(std::includes(before.begin(), before.end(), after.begin(), after.end()))
-      << "a BPF program stayed loaded after the tool exited";
+  // Everything the run loaded (programs, maps, links) is released with its
+  // last fd, whether it failed before loading or after.
+  EXPECT_EQ(wait_until_released(before), "") << "left in the kernel after the tool exited";
 }
 
 std::vector<BadInput> cases() {
@@ -149,6 +150,8 @@ std::vector<BadInput> cases() {
       {"verifier_rejects", {"--program-file", fixture("verifier_reject.bpf.c")}, 1,
        fixture("verifier_reject.bpf.c") + ":13: the kernel refused to load tracepoint syscalls:sys_enter_connect", {},
        false},
+      {"attach_refused", {"--program-file", dir + "/attach_refused.bpf.c"}, 1,
+       "cannot attach raw_tracepoint tcptrace_no_such_tracepoint: No such file or directory"},
       {"seed_map_missing", {"--program-file", dir + "/seed_no_map.bpf.c"}, 1,
        "seed_no_map.bpf.c: tcptrace:seed tcp-listeners=nothere: the program declares no such map"},
       {"seed_map_wrong_types", {"--program-file", dir + "/seed_wrong_map.bpf.c"}, 1,

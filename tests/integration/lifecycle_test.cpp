@@ -23,28 +23,71 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-TEST(Lifecycle, SigkillLeavesNoProgramLoaded) {
+std::string fixture(const std::string& name) { return std::string(TCPTRACE_SOURCE_DIR) + "/tests/fixtures/" + name; }
+
+// SIGKILL after "ready" leaves nothing: the kernel releases programs, maps
+// and links with their last fd. The programs run on tracepoints and raw
+// tracepoints here (a kprobe would also leave a tracefs event, which only
+// the tool's own teardown removes).
+class KilledAfterReady : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(KilledAfterReady, LeavesNothingLoaded) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  const std::set<uint32_t> before = loaded_bpf_program_ids();
-  ToolProcess tool({"--program", "connlat"});
-  ASSERT_TRUE(tool.wait_for_stderr("ready", 120s)) << tool.stderr_text();
-  std::set<uint32_t> ours;
-  for (uint32_t id : loaded_bpf_program_ids()) {
-    if (!before.count(id)) ours.insert(id);
-  }
-  ASSERT_FALSE(ours.empty()) << "the running tool should have programs loaded";
-  EXPECT_EQ(tool.stop(SIGKILL), 128 + SIGKILL);
-  std::set<uint32_t> left = ours;
-  for (int i = 0; i < 100 && !left.empty(); ++i) {
-    std::this_thread::sleep_for(50ms);
-    const std::set<uint32_t> now = loaded_bpf_program_ids();
-    left.clear();
-    for (uint32_t id : ours) {
-      if (now.count(id)) left.insert(id);
-    }
-  }
-  EXPECT_TRUE(left.empty()) << left.size() << " programs stayed loaded after SIGKILL";
+  const BpfObjectIds before = loaded_bpf_objects();
+  auto tool = start_ready(GetParam());
+  ASSERT_TRUE(tool);
+  const BpfObjectIds running = loaded_bpf_objects();
+  EXPECT_GT(running.programs.size(), before.programs.size()) << "the running tool has programs loaded";
+  EXPECT_GT(running.maps.size(), before.maps.size()) << "and maps";
+  EXPECT_EQ(tool->stop(SIGKILL), 128 + SIGKILL);
+  EXPECT_EQ(wait_until_released(before), "") << "left in the kernel after SIGKILL";
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Programs, KilledAfterReady,
+    ::testing::Values(std::vector<std::string>{"--program", "states"}, std::vector<std::string>{"--program", "connlat"},
+                      // raw tracepoints: attached through BPF links
+                      std::vector<std::string>{"--program-file", fixture("nested_probe.bpf.c"), "-D", "PORT=1"}),
+    [](const auto& info) {
+      return info.param[0] == "--program" ? info.param[1] : std::string("nested_probe_links");
+    });
+
+// A signal at any moment of the start-up (compiling, loading, attaching,
+// seeding) or just after it ends the run with nothing left loaded: before
+// the tool handles SIGTERM it dies of it, after that it stops cleanly (0).
+class SignalDuringStartup : public ::testing::TestWithParam<int> {};
+
+TEST_P(SignalDuringStartup, LeavesNothingLoaded) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const int signal = GetParam();
+  const std::vector<std::string> args = {"--program", "states", "--sport", "1"};  // no traffic: no event lines
+  // How long the start-up takes on this machine now; the signals fall in
+  // ten steps over it and one after it.
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(start_ready(args));
+  const auto startup = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  for (int step = 0; step <= 10; ++step) {
+    const auto delay = startup * step / 10 + (step == 10 ? 200ms : 0ms);
+    SCOPED_TRACE("signal after " + std::to_string(delay.count()) + " ms of a " + std::to_string(startup.count()) +
+                 " ms start-up");
+    const BpfObjectIds before = loaded_bpf_objects();
+    ToolProcess tool(args);
+    std::this_thread::sleep_for(delay);
+    const int status = tool.stop(signal, scaled(60s));
+    if (signal == SIGKILL) {
+      EXPECT_EQ(status, 128 + SIGKILL);
+    } else {
+      EXPECT_TRUE(status == 128 + signal || status == 0) << "exit status " << status << "\n" << tool.stderr_text();
+    }
+    EXPECT_EQ(tool.stdout_text(), "");
+    EXPECT_EQ(wait_until_released(before), "") << "left in the kernel\n" << tool.stderr_text();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, SignalDuringStartup, ::testing::Values(SIGTERM, SIGINT, SIGKILL),
+                         [](const auto& info) {
+                           return info.param == SIGTERM ? "SIGTERM" : info.param == SIGINT ? "SIGINT" : "SIGKILL";
+                         });
 
 TEST(Lifecycle, OverloadIsCountedPerCpuAndTheRunGoesOn) {
   TCPTRACE_REQUIRE_PRIVILEGES();
@@ -218,8 +261,6 @@ std::pair<uint64_t, uint64_t> summary_counts(const std::string& stderr_text) {
   }
   return {std::stoull(m[1]), std::stoull(m[2])};
 }
-
-std::string fixture(const std::string& name) { return std::string(TCPTRACE_SOURCE_DIR) + "/tests/fixtures/" + name; }
 
 // What bpftool (an oracle independent of the tool) shows of program `id`:
 // a JSON object, with "recursion_misses" when they are not zero; null when

@@ -210,17 +210,46 @@ std::string missing_privileges() {
   return "";
 }
 
-std::set<uint32_t> loaded_bpf_program_ids() {
+namespace {
+// Every id of one kind of BPF object: BPF_PROG_GET_NEXT_ID,
+// BPF_MAP_GET_NEXT_ID or BPF_LINK_GET_NEXT_ID.
+std::set<uint32_t> bpf_ids(int next_id_command) {
   std::set<uint32_t> ids;
   uint32_t id = 0;
   while (true) {
     bpf_attr attr{};
     attr.start_id = id;
-    if (syscall(__NR_bpf, BPF_PROG_GET_NEXT_ID, &attr, sizeof attr) != 0) break;
+    if (syscall(__NR_bpf, next_id_command, &attr, sizeof attr) != 0) break;
     id = attr.next_id;
     ids.insert(id);
   }
   return ids;
+}
+}  // namespace
+
+std::set<uint32_t> loaded_bpf_program_ids() { return bpf_ids(BPF_PROG_GET_NEXT_ID); }
+
+BpfObjectIds loaded_bpf_objects() {
+  return {bpf_ids(BPF_PROG_GET_NEXT_ID), bpf_ids(BPF_MAP_GET_NEXT_ID), bpf_ids(BPF_LINK_GET_NEXT_ID)};
+}
+
+std::string wait_until_released(const BpfObjectIds& before) {
+  std::string left;
+  const auto deadline = std::chrono::steady_clock::now() + scaled(std::chrono::seconds(5));
+  while (true) {
+    const BpfObjectIds now = loaded_bpf_objects();
+    left.clear();
+    const auto describe = [&](const char* kind, const std::set<uint32_t>& was, const std::set<uint32_t>& is) {
+      for (uint32_t id : is) {
+        if (!was.count(id)) left += (left.empty() ? "" : ", ") + std::string(kind) + " " + std::to_string(id);
+      }
+    };
+    describe("program", before.programs, now.programs);
+    describe("map", before.maps, now.maps);
+    describe("link", before.links, now.links);
+    if (left.empty() || std::chrono::steady_clock::now() >= deadline) return left;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 std::string own_comm() {

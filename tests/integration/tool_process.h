@@ -97,6 +97,19 @@ bool running_in_ci();
 // IDs of every BPF program loaded in the kernel (BPF_PROG_GET_NEXT_ID).
 std::set<uint32_t> loaded_bpf_program_ids();
 
+// IDs of every BPF program, map and link in the kernel.
+struct BpfObjectIds {
+  std::set<uint32_t> programs, maps, links;
+};
+BpfObjectIds loaded_bpf_objects();
+
+// Waits (up to five seconds, scaled) until every program, map and link that
+// is in the kernel now but not in `before` is gone: the kernel frees them
+// once their last fd closes, a moment after the process that held them
+// exits (map frees are deferred to a work queue). Returns those still there,
+// described ("program 12, map 40"), or an empty string.
+std::string wait_until_released(const BpfObjectIds& before);
+
 // This process's comm (/proc/self/comm), as the kernel reports it.
 std::string own_comm();
 
