@@ -330,26 +330,82 @@ TEST(Connlat, IcmpHostUnreachableGivesUnreachable) {
   EXPECT_FALSE(nft_table_exists(table));
 }
 
-TEST(Connlat, MinUsDropsFastConnectsButNotFailures) {
+// --min-us keeps a connect that took longer than the threshold (one whose
+// first SYN nftables drops: it waits out the initial RTO of 1 s) and drops
+// fast ones; failed connects are reported whatever their latency.
+TEST(Connlat, MinUsKeepsSlowConnectsAndFailures) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  Socket listener = bind_loopback(AF_INET);
-  start_listening(listener);
+  constexpr int64_t kMinUs = 500000;
+  Socket fast_listener = bind_loopback(AF_INET);
+  Socket slow_listener = bind_loopback(AF_INET);
+  start_listening(fast_listener);
+  start_listening(slow_listener);
   ClosedPort closed(AF_INET);
-  auto tool = start_connlat({"--min-us", "500000"});
+  // As in DroppedSynGivesOneSecondLatency: only the first SYN is dropped.
+  SynRule drop(slow_listener.local_port(), "quota until 100 bytes drop");
+  ASSERT_TRUE(drop.ok()) << "nft could not add the test table";
+  auto tool = start_connlat({"--min-us", std::to_string(kMinUs)});
   ASSERT_TRUE(tool);
-  for (int i = 0; i < 3; ++i) ASSERT_GE(connect_loopback(AF_INET, listener.local_port()).fd(), 0);
+  for (int i = 0; i < 3; ++i) ASSERT_GE(connect_loopback(AF_INET, fast_listener.local_port()).fd(), 0);
+  const auto slow_started = std::chrono::steady_clock::now();
+  ASSERT_GE(connect_loopback(AF_INET, slow_listener.local_port()).fd(), 0);
+  EXPECT_GE(std::chrono::steady_clock::now() - slow_started, 900ms) << "the first SYN was not dropped";
   EXPECT_LT(connect_loopback(AF_INET, closed.port).fd(), 0);
   const std::vector<json> events = stop_and_collect(*tool);
-  EXPECT_EQ(for_port(events, listener.local_port()).size(), 0u);
-  EXPECT_EQ(for_port(events, closed.port).size(), 1u);
+  EXPECT_EQ(for_port(events, fast_listener.local_port()).size(), 0u) << "fast connects are below --min-us";
+  const std::vector<json> slow = for_port(events, slow_listener.local_port());
+  ASSERT_EQ(slow.size(), 1u) << tool->stderr_text();
+  EXPECT_EQ(slow[0].at("outcome"), "established") << slow[0];
+  EXPECT_EQ(slow[0].at("pid"), getpid()) << slow[0];
+  EXPECT_GE(slow[0].at("latency_us").get<int64_t>(), kMinUs) << slow[0];
+  EXPECT_LE(slow[0].at("latency_us").get<int64_t>(), 1300000) << slow[0];
+  const std::vector<json> refused = for_port(events, closed.port);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].at("outcome"), "refused") << refused[0];
 }
 
-TEST(Connlat, NoFailuresAndPidFilters) {
+// --no-failures alone, beside a run without it on the same connects: a
+// refused connect is reported only by the run without it. --dport names
+// both ports, so it keeps the refused connect and only keeps other traffic
+// out.
+TEST(Connlat, NoFailuresDropsRefusedConnects) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   Socket listener = bind_loopback(AF_INET);
   start_listening(listener);
   ClosedPort closed(AF_INET);
-  // A child connects too; --pid keeps only its connect.
+  const std::string dports = port_list({listener.local_port(), closed.port});
+  auto without = start_connlat({"--dport", dports});
+  ASSERT_TRUE(without);
+  auto with = start_connlat({"--dport", dports, "--no-failures"});
+  ASSERT_TRUE(with);
+  ASSERT_GE(connect_loopback(AF_INET, listener.local_port()).fd(), 0);
+  EXPECT_LT(connect_loopback(AF_INET, closed.port).fd(), 0);
+  EXPECT_EQ(errno, ECONNREFUSED);
+  const std::vector<json> all = stop_and_collect(*without);
+  const std::vector<json> kept = stop_and_collect(*with);
+
+  const std::vector<json> refused = for_port(all, closed.port);
+  ASSERT_EQ(refused.size(), 1u) << without->stderr_text();
+  EXPECT_EQ(refused[0].at("outcome"), "refused") << refused[0];
+  EXPECT_EQ(refused[0].at("errno"), 111) << refused[0];
+  EXPECT_EQ(refused[0].at("pid"), getpid()) << refused[0];
+  ASSERT_EQ(for_port(all, listener.local_port()).size(), 1u);
+
+  EXPECT_EQ(for_port(kept, closed.port).size(), 0u) << "--no-failures must drop the refused connect";
+  const std::vector<json> established = for_port(kept, listener.local_port());
+  ASSERT_EQ(established.size(), 1u) << with->stderr_text();
+  EXPECT_EQ(established[0].at("outcome"), "established") << established[0];
+  EXPECT_EQ(established[0].at("pid"), getpid()) << established[0];
+  EXPECT_EQ(kept.size(), 1u) << "--dport keeps other traffic out";
+}
+
+// --pid keeps the connects of that process only: a child's, not this
+// process's (an established and a refused one).
+TEST(Connlat, PidFilterKeepsOnlyThatProcess) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  ClosedPort closed(AF_INET);
   int ready[2];
   ASSERT_EQ(pipe(ready), 0);
   const pid_t child = fork();
@@ -360,7 +416,7 @@ TEST(Connlat, NoFailuresAndPidFilters) {
     _exit(c.fd() >= 0 ? 0 : 1);
   }
   close(ready[0]);
-  auto tool = start_connlat({"--no-failures", "--pid", std::to_string(child)});
+  auto tool = start_connlat({"--pid", std::to_string(child)});
   ASSERT_TRUE(tool);
   ASSERT_GE(connect_loopback(AF_INET, listener.local_port()).fd(), 0);
   EXPECT_LT(connect_loopback(AF_INET, closed.port).fd(), 0);
@@ -374,6 +430,36 @@ TEST(Connlat, NoFailuresAndPidFilters) {
   ASSERT_EQ(mine.size(), 1u);
   EXPECT_EQ(mine[0].at("pid"), child);
   EXPECT_EQ(for_port(events, closed.port).size(), 0u);
+}
+
+// --duration ends the run by itself, no sooner than that long after the
+// ready line (the tool starts counting there) and without lingering; it
+// exits 0 (README: exit status) with the summary and no "stopped by".
+TEST(Connlat, DurationEndsTheRunAfterThatLong) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  constexpr auto kDuration = 2s;
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  auto tool = start_connlat({"--dport", std::to_string(listener.local_port()), "--duration", "2"});
+  ASSERT_TRUE(tool);
+  const auto ready_seen = std::chrono::steady_clock::now();
+  ASSERT_GE(connect_loopback(AF_INET, listener.local_port()).fd(), 0);
+  // Detaching, draining and the summary take well under a second (scaled,
+  // as every wait, for the VM's software emulation).
+  const int status = tool->wait_exit(kDuration + 3s);
+  const auto elapsed = std::chrono::steady_clock::now() - ready_seen;
+  ASSERT_NE(status, -1) << "still running 3 s after --duration ended";
+  EXPECT_EQ(status, 0) << tool->stderr_text();
+  EXPECT_GE(elapsed, kDuration);
+  EXPECT_LE(elapsed, kDuration + scaled(1s));
+  const std::vector<json> events = tool->events();
+  ASSERT_EQ(events.size(), 1u) << tool->stdout_text();
+  EXPECT_EQ(events[0].at("dport"), listener.local_port());
+  const std::string err = tool->stderr_text();
+  EXPECT_NE(err.find("\ntcptrace-bcc: 1 events, 0 lost (buffer), 0 skipped runs (recursion_misses)\n"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("stopped by"), std::string::npos) << err;
 }
 
 TEST(Connlat, AutoPicksAMethodTheKernelCanAttach) {
