@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <linux/bpf.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,8 +27,13 @@ ToolProcess::ToolProcess(std::vector<std::string> wrapper, std::vector<std::stri
   argv.push_back(binary.data());
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  const pid_t test_process = getpid();
   pid_ = fork();
   if (pid_ == 0) {
+    // A test process killed by ctest's TIMEOUT (or a crash) runs no
+    // destructor: the kernel ends its tool too, detaching its probes.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != test_process) _exit(127);
     dup2(out[1], STDOUT_FILENO);
     dup2(err[1], STDERR_FILENO);
     close(out[0]);
