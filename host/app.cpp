@@ -354,6 +354,10 @@ Status run(const Options& options) {
 
   auto source = read_source(options, *where);
   if (!source) return std::move(source).take_error();
+  // --watch compares with the file as read here: an edit made while the
+  // program compiles, or as soon as the ready line is out, is a change.
+  std::optional<FileWatch> watch;
+  if (options.watch) watch.emplace(source->path);
   const HeaderSearchPaths search = default_header_search_paths();
 
   if (options.print_source) {
@@ -435,8 +439,6 @@ Status run(const Options& options) {
   }
   report("ready: " + attached_text(*active));
 
-  std::optional<FileWatch> watch;
-  if (options.watch) watch.emplace(active->loaded->plan.source.path);
   uint64_t retired_misses = 0;  // skipped runs of versions replaced by --watch
 
   const double started = monotonic_seconds();

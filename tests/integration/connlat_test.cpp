@@ -4,7 +4,6 @@
 // contract on this kernel.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/tcp.h>
 
@@ -14,8 +13,10 @@
 #include <sstream>
 #include <thread>
 
+#include "attach_support.h"
 #include "http_get.h"
 #include "loopback.h"
+#include "nft_tables.h"
 #include "tool_process.h"
 
 namespace tcptrace::testing {
@@ -51,39 +52,6 @@ std::vector<json> for_port(const std::vector<json>& events, uint16_t dport) {
   return mine;
 }
 
-bool kernel_has_kprobes() {
-  struct stat st {};
-  return stat("/sys/bus/event_source/devices/kprobe/type", &st) == 0 ||
-         stat("/sys/kernel/tracing/kprobe_events", &st) == 0 ||
-         stat("/sys/kernel/debug/tracing/kprobe_events", &st) == 0;
-}
-
-// An nftables table of the test's own with one rule for SYNs to one port;
-// removed in the destructor, so also when the test fails.
-class SynRule {
- public:
-  SynRule(uint16_t port, const std::string& action) : table_("tcptrace_test_" + std::to_string(getpid())) {
-    const std::string rules = "table inet " + table_ +
-                              " {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
-                              "  tcp dport " + std::to_string(port) + " tcp flags & (syn | ack) == syn " + action +
-                              "\n }\n}";
-    ok_ = std::system(("nft -f - <<'EOF'\n" + rules + "\nEOF").c_str()) == 0;
-  }
-  ~SynRule() { std::system(("nft delete table inet " + table_ + " 2>/dev/null").c_str()); }
-  SynRule(const SynRule&) = delete;
-  SynRule& operator=(const SynRule&) = delete;
-  bool ok() const { return ok_; }
-  const std::string& table() const { return table_; }
-
- private:
-  std::string table_;
-  bool ok_ = false;
-};
-
-bool table_exists(const std::string& table) {
-  return std::system(("nft list table inet " + table + " >/dev/null 2>&1").c_str()) == 0;
-}
-
 // Connects with TCP_SYNCNT retransmissions at most (blocking).
 int connect_with_syn_count(uint16_t port, int syn_count) {
   Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -91,20 +59,6 @@ int connect_with_syn_count(uint16_t port, int syn_count) {
   socklen_t len = 0;
   sockaddr_storage ss = loopback_address(AF_INET, port, len);
   return ::connect(s.fd(), reinterpret_cast<sockaddr*>(&ss), len) == 0 ? 0 : errno;
-}
-
-// The attach methods this run requires (TCPTRACE_TEST_REQUIRE_ATTACH, a
-// space-separated list; scripts/vm-test sets it on a stock kernel that has
-// them all): a method listed there fails its test where the kernel cannot
-// attach it, instead of skipping.
-bool attach_required(const std::string& method) {
-  const char* list = std::getenv("TCPTRACE_TEST_REQUIRE_ATTACH");
-  if (list == nullptr) return false;
-  std::istringstream words(list);
-  for (std::string word; words >> word;) {
-    if (word == method) return true;
-  }
-  return false;
 }
 
 // The method named in the ready line: "ready: program connlat (attach: kfunc) ...".
@@ -125,8 +79,8 @@ std::string port_list(std::initializer_list<uint16_t> ports) {
 
 // A connlat process with `args`, its attach method requested (--attach
 // unless "auto"), once ready. Where this kernel cannot attach the method the
-// run is to be skipped (`skip` says why), unless TCPTRACE_TEST_REQUIRE_ATTACH
-// names it; TCPTRACE_TEST_EXPECT_AUTO names the method auto must choose.
+// run is to be skipped (`skip` says why) or fails, as cannot_attach()
+// decides; TCPTRACE_TEST_EXPECT_AUTO names the method auto must choose.
 struct MethodRun {
   std::unique_ptr<ToolProcess> tool;  // null when it did not start (test failed) or is skipped
   std::string method;                 // from the ready line
@@ -142,16 +96,19 @@ MethodRun start_with_method(std::vector<std::string> args, const std::string& re
   const auto started = std::chrono::steady_clock::now();
   run.tool = std::make_unique<ToolProcess>(args);
   ToolProcess& tool = *run.tool;
-  if (!tool.wait_for_stderr("ready", 120s)) {
+  if (!tool.wait_until_ready(120s)) {
     const int status = tool.wait_exit(10s);
     const std::string err = tool.stderr_text();
     run.tool.reset();
     // An explicit method the kernel cannot do ends with status 1 and
     // "--attach METHOD: why" before anything is compiled.
-    if (requested != "auto" && status == 1 && err.find("--attach " + requested + ": ") != std::string::npos &&
-        !attach_required(requested)) {
-      run.skip = "this kernel cannot attach " + requested +
-                 " (scripts/vm-test runs this test on a stock Debian kernel that can): " + err;
+    if (requested != "auto" && status == 1 && err.find("--attach " + requested + ": ") != std::string::npos) {
+      const CannotAttach verdict = cannot_attach(requested, err);
+      if (verdict.skip) {
+        run.skip = verdict.message;
+      } else {
+        ADD_FAILURE() << verdict.message;
+      }
       return run;
     }
     ADD_FAILURE() << "connlat did not become ready (exit status " << status << "):\n" << err;
@@ -174,9 +131,9 @@ MethodRun start_with_method(std::vector<std::string> args, const std::string& re
 // under the VM's software emulation) and the same traffic: established
 // connects on 127.0.0.1 and ::1, refused connects on both, a connect whose
 // SYNs nftables drops until it times out, and a connect to a port outside
-// --dport. Where this kernel cannot attach a method the test skips, unless
-// TCPTRACE_TEST_REQUIRE_ATTACH names it; TCPTRACE_TEST_EXPECT_AUTO names the
-// method auto must choose.
+// --dport. Where this kernel cannot attach a method the test skips, naming
+// the VM test that runs it, or fails (cannot_attach());
+// TCPTRACE_TEST_EXPECT_AUTO names the method auto must choose.
 class ConnlatAttach : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ConnlatAttach, ConnectOutcomes) {
@@ -349,7 +306,7 @@ TEST(Connlat, DroppedSynGivesOneSecondLatency) {
     EXPECT_GE(latency, 900000) << mine[0];
     EXPECT_LE(latency, 1300000) << mine[0];
   }
-  EXPECT_FALSE(table_exists(table)) << "the test's nftables table was left behind";
+  EXPECT_FALSE(nft_table_exists(table)) << "the test's nftables table was left behind";
 }
 
 TEST(Connlat, IcmpHostUnreachableGivesUnreachable) {
@@ -370,29 +327,85 @@ TEST(Connlat, IcmpHostUnreachableGivesUnreachable) {
     EXPECT_EQ(mine[0].at("errno"), 113) << mine[0];
     EXPECT_EQ(mine[0].at("pid"), getpid()) << mine[0];
   }
-  EXPECT_FALSE(table_exists(table));
+  EXPECT_FALSE(nft_table_exists(table));
 }
 
-TEST(Connlat, MinUsDropsFastConnectsButNotFailures) {
+// --min-us keeps a connect that took longer than the threshold (one whose
+// first SYN nftables drops: it waits out the initial RTO of 1 s) and drops
+// fast ones; failed connects are reported whatever their latency.
+TEST(Connlat, MinUsKeepsSlowConnectsAndFailures) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  Socket listener = bind_loopback(AF_INET);
-  start_listening(listener);
+  constexpr int64_t kMinUs = 500000;
+  Socket fast_listener = bind_loopback(AF_INET);
+  Socket slow_listener = bind_loopback(AF_INET);
+  start_listening(fast_listener);
+  start_listening(slow_listener);
   ClosedPort closed(AF_INET);
-  auto tool = start_connlat({"--min-us", "500000"});
+  // As in DroppedSynGivesOneSecondLatency: only the first SYN is dropped.
+  SynRule drop(slow_listener.local_port(), "quota until 100 bytes drop");
+  ASSERT_TRUE(drop.ok()) << "nft could not add the test table";
+  auto tool = start_connlat({"--min-us", std::to_string(kMinUs)});
   ASSERT_TRUE(tool);
-  for (int i = 0; i < 3; ++i) ASSERT_GE(connect_loopback(AF_INET, listener.local_port()).fd(), 0);
+  for (int i = 0; i < 3; ++i) ASSERT_GE(connect_loopback(AF_INET, fast_listener.local_port()).fd(), 0);
+  const auto slow_started = std::chrono::steady_clock::now();
+  ASSERT_GE(connect_loopback(AF_INET, slow_listener.local_port()).fd(), 0);
+  EXPECT_GE(std::chrono::steady_clock::now() - slow_started, 900ms) << "the first SYN was not dropped";
   EXPECT_LT(connect_loopback(AF_INET, closed.port).fd(), 0);
   const std::vector<json> events = stop_and_collect(*tool);
-  EXPECT_EQ(for_port(events, listener.local_port()).size(), 0u);
-  EXPECT_EQ(for_port(events, closed.port).size(), 1u);
+  EXPECT_EQ(for_port(events, fast_listener.local_port()).size(), 0u) << "fast connects are below --min-us";
+  const std::vector<json> slow = for_port(events, slow_listener.local_port());
+  ASSERT_EQ(slow.size(), 1u) << tool->stderr_text();
+  EXPECT_EQ(slow[0].at("outcome"), "established") << slow[0];
+  EXPECT_EQ(slow[0].at("pid"), getpid()) << slow[0];
+  EXPECT_GE(slow[0].at("latency_us").get<int64_t>(), kMinUs) << slow[0];
+  EXPECT_LE(slow[0].at("latency_us").get<int64_t>(), 1300000) << slow[0];
+  const std::vector<json> refused = for_port(events, closed.port);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].at("outcome"), "refused") << refused[0];
 }
 
-TEST(Connlat, NoFailuresAndPidFilters) {
+// --no-failures alone, beside a run without it on the same connects: a
+// refused connect is reported only by the run without it. --dport names
+// both ports, so it keeps the refused connect and only keeps other traffic
+// out.
+TEST(Connlat, NoFailuresDropsRefusedConnects) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   Socket listener = bind_loopback(AF_INET);
   start_listening(listener);
   ClosedPort closed(AF_INET);
-  // A child connects too; --pid keeps only its connect.
+  const std::string dports = port_list({listener.local_port(), closed.port});
+  auto without = start_connlat({"--dport", dports});
+  ASSERT_TRUE(without);
+  auto with = start_connlat({"--dport", dports, "--no-failures"});
+  ASSERT_TRUE(with);
+  ASSERT_GE(connect_loopback(AF_INET, listener.local_port()).fd(), 0);
+  EXPECT_LT(connect_loopback(AF_INET, closed.port).fd(), 0);
+  EXPECT_EQ(errno, ECONNREFUSED);
+  const std::vector<json> all = stop_and_collect(*without);
+  const std::vector<json> kept = stop_and_collect(*with);
+
+  const std::vector<json> refused = for_port(all, closed.port);
+  ASSERT_EQ(refused.size(), 1u) << without->stderr_text();
+  EXPECT_EQ(refused[0].at("outcome"), "refused") << refused[0];
+  EXPECT_EQ(refused[0].at("errno"), 111) << refused[0];
+  EXPECT_EQ(refused[0].at("pid"), getpid()) << refused[0];
+  ASSERT_EQ(for_port(all, listener.local_port()).size(), 1u);
+
+  EXPECT_EQ(for_port(kept, closed.port).size(), 0u) << "--no-failures must drop the refused connect";
+  const std::vector<json> established = for_port(kept, listener.local_port());
+  ASSERT_EQ(established.size(), 1u) << with->stderr_text();
+  EXPECT_EQ(established[0].at("outcome"), "established") << established[0];
+  EXPECT_EQ(established[0].at("pid"), getpid()) << established[0];
+  EXPECT_EQ(kept.size(), 1u) << "--dport keeps other traffic out";
+}
+
+// --pid keeps the connects of that process only: a child's, not this
+// process's (an established and a refused one).
+TEST(Connlat, PidFilterKeepsOnlyThatProcess) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  ClosedPort closed(AF_INET);
   int ready[2];
   ASSERT_EQ(pipe(ready), 0);
   const pid_t child = fork();
@@ -403,7 +416,7 @@ TEST(Connlat, NoFailuresAndPidFilters) {
     _exit(c.fd() >= 0 ? 0 : 1);
   }
   close(ready[0]);
-  auto tool = start_connlat({"--no-failures", "--pid", std::to_string(child)});
+  auto tool = start_connlat({"--pid", std::to_string(child)});
   ASSERT_TRUE(tool);
   ASSERT_GE(connect_loopback(AF_INET, listener.local_port()).fd(), 0);
   EXPECT_LT(connect_loopback(AF_INET, closed.port).fd(), 0);
@@ -417,6 +430,36 @@ TEST(Connlat, NoFailuresAndPidFilters) {
   ASSERT_EQ(mine.size(), 1u);
   EXPECT_EQ(mine[0].at("pid"), child);
   EXPECT_EQ(for_port(events, closed.port).size(), 0u);
+}
+
+// --duration ends the run by itself, no sooner than that long after the
+// ready line (the tool starts counting there) and without lingering; it
+// exits 0 (README: exit status) with the summary and no "stopped by".
+TEST(Connlat, DurationEndsTheRunAfterThatLong) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  constexpr auto kDuration = 2s;
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  auto tool = start_connlat({"--dport", std::to_string(listener.local_port()), "--duration", "2"});
+  ASSERT_TRUE(tool);
+  const auto ready_seen = std::chrono::steady_clock::now();
+  ASSERT_GE(connect_loopback(AF_INET, listener.local_port()).fd(), 0);
+  // Detaching, draining and the summary take well under a second (scaled,
+  // as every wait, for the VM's software emulation).
+  const int status = tool->wait_exit(kDuration + 3s);
+  const auto elapsed = std::chrono::steady_clock::now() - ready_seen;
+  ASSERT_NE(status, -1) << "still running 3 s after --duration ended";
+  EXPECT_EQ(status, 0) << tool->stderr_text();
+  EXPECT_GE(elapsed, kDuration);
+  EXPECT_LE(elapsed, kDuration + scaled(1s));
+  const std::vector<json> events = tool->events();
+  ASSERT_EQ(events.size(), 1u) << tool->stdout_text();
+  EXPECT_EQ(events[0].at("dport"), listener.local_port());
+  const std::string err = tool->stderr_text();
+  EXPECT_NE(err.find("\ntcptrace-bcc: 1 events, 0 lost (buffer), 0 skipped runs (recursion_misses)\n"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("stopped by"), std::string::npos) << err;
 }
 
 TEST(Connlat, AutoPicksAMethodTheKernelCanAttach) {

@@ -51,7 +51,7 @@ pid_t renamed_child_connecting(const std::string& name) {
 
 void expect_names_survive(const std::string& program) {
   ToolProcess tool({"--program", program});
-  ASSERT_TRUE(tool.wait_for_stderr("ready", 120s)) << tool.stderr_text();
+  ASSERT_TRUE(tool.wait_until_ready(120s)) << tool.stderr_text();
   std::map<pid_t, std::string> expected;
   for (const HostileName& name : kNames) {
     ASSERT_LE(name.bytes.size(), 15u);

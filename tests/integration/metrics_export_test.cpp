@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "http_get.h"
@@ -54,18 +55,31 @@ double value_or_zero(const std::map<std::string, double>& series, const std::str
   return it == series.end() ? 0 : it->second;
 }
 
-// Scrapes until tcptrace_events_total reaches `events` (the tool reads its
-// buffers every 100 ms) or 10 s pass; returns the last scrape.
-std::map<std::string, double> scrape_after_events(uint16_t port, double events) {
-  std::map<std::string, double> series;
-  for (int i = 0; i < 100; ++i) {
+// Scrapes `port` until `done` holds for a scrape, or 10 s (scaled) pass;
+// returns the last scrape, which the caller's assertions then check in
+// full. The tool reads its buffers every 100 ms and counts an event in
+// several series one after the other, so one scrape can come too early.
+std::map<std::string, double> scrape_until(uint16_t port,
+                                           const std::function<bool(const std::map<std::string, double>&)>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+  std::map<std::string, double> series = scrape(port);
+  while (!done(series) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
     series = scrape(port);
-    if (value_or_zero(series, "tcptrace_events_total") >= events) break;
-    std::this_thread::sleep_for(100ms);
   }
-  // A little longer: a count above the expected one must show up too.
-  std::this_thread::sleep_for(300ms);
-  return scrape(port);
+  return series;
+}
+
+// Scrapes until every series in `expected` has its value (see scrape_until).
+// A count above the expected one shows in the summary line at exit, after
+// the tool drained its buffers.
+std::map<std::string, double> scrape_until_values(uint16_t port, const std::map<std::string, double>& expected) {
+  return scrape_until(port, [&](const std::map<std::string, double>& series) {
+    for (const auto& [name, value] : expected) {
+      if (value_or_zero(series, name) != value) return false;
+    }
+    return true;
+  });
 }
 
 void make_connects(uint16_t listening_port, int established, uint16_t closed_port, int refused) {
@@ -90,6 +104,23 @@ void open_and_close(Socket& listener, int count) {
     client.close();
     server.close();
   }
+}
+
+// What states counts, with --dport the listener's port, for `connections`
+// made by open_and_close(): the client's five transitions each, CLOSE ->
+// SYN_SENT -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE (tcp_time_wait()
+// closes the socket; the TIME_WAIT one that follows is another object), and
+// the time spent in each of the four states left after the first.
+std::map<std::string, double> client_closing_first_series(int connections) {
+  std::map<std::string, double> series;
+  const std::vector<std::string> states = {"CLOSE", "SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "CLOSE"};
+  for (size_t i = 1; i < states.size(); ++i) {
+    series["tcptrace_tcp_state_transitions_total{family=\"ipv4\",new_state=\"" + states[i] + "\",old_state=\"" +
+           states[i - 1] + "\"}"] = connections;
+    if (i > 1) series["tcptrace_tcp_state_duration_seconds_count{state=\"" + states[i - 1] + "\"}"] = connections;
+  }
+  series["tcptrace_events_total"] = 5 * connections;
+  return series;
 }
 
 // The value of tcptrace_program_info's `aggregation` label, "" if absent.
@@ -124,7 +155,11 @@ TEST_P(MetricsAggregation, ConnlatCountsEveryConnectExactlyWithOutputNone) {
   EXPECT_EQ(aggregation_of(before), where);
 
   make_connects(run.listener.local_port(), 5, run.closed.port, 3);
-  const auto series = scrape_after_events(run.metrics_port, 8);
+  const auto series = scrape_until_values(
+      run.metrics_port, {{"tcptrace_tcp_connects_total{outcome=\"established\"}", 5},
+                         {"tcptrace_tcp_connects_total{outcome=\"refused\"}", 3},
+                         {"tcptrace_tcp_connect_latency_seconds_count{family=\"ipv4\",outcome=\"established\"}", 5},
+                         {"tcptrace_tcp_connect_latency_seconds_count{family=\"ipv4\",outcome=\"refused\"}", 3}});
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 5);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 3);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"timeout\"}"), 0);
@@ -200,10 +235,8 @@ TEST(MetricsExport, StatesCountedInTheKernelMatchStatesCountedInTheHost) {
 
   constexpr int kConnections = 6;
   open_and_close(listener, kConnections);
-  // Client side: CLOSE -> SYN_SENT -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2
-  // (the TIME_WAIT socket is a different object), at least 4 per connection.
-  const auto host_series = scrape_after_events(host_port, kConnections * 4);
-  const auto kernel_series = scrape_after_events(kernel_port, kConnections * 4);
+  const auto host_series = scrape_until_values(host_port, client_closing_first_series(kConnections));
+  const auto kernel_series = scrape_until_values(kernel_port, client_closing_first_series(kConnections));
   EXPECT_EQ(kernel_tool->stop(SIGINT), 0) << kernel_tool->stderr_text();
   EXPECT_EQ(host_tool->stop(SIGINT), 0) << host_tool->stderr_text();
   EXPECT_EQ(aggregation_of(kernel_series), "kernel");
@@ -246,9 +279,9 @@ TEST(MetricsExport, StatesTransitionsMatchTheJsonLinesOfTheSameRun) {
   ASSERT_NE(port, 0) << tool->stderr_text();
   constexpr int kConnections = 4;
   open_and_close(listener, kConnections);
-  ASSERT_TRUE(tool->wait_for_lines(kConnections * 2, 10s));
-  std::this_thread::sleep_for(500ms);
-  const auto series = scrape(port);
+  // Every event is counted before its poll batch is written out.
+  const auto series = scrape_until_values(port, client_closing_first_series(kConnections));
+  EXPECT_TRUE(tool->wait_for_lines(kConnections * 5, 10s)) << tool->stdout_text();
   EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
 
   std::map<std::string, double> from_lines;
@@ -281,8 +314,12 @@ TEST(MetricsExport, DportLabelKeepsTheFirstPortsAndFoldsTheRest) {
   // The listener's port is seen first and keeps its label; the closed
   // port's connects fold into "other".
   make_connects(run.listener.local_port(), 2, run.closed.port, 3);
-  const auto series = scrape_after_events(run.metrics_port, 5);
   const std::string listening = std::to_string(run.listener.local_port());
+  const auto series = scrape_until_values(
+      run.metrics_port,
+      {{"tcptrace_tcp_connects_total{dport=\"" + listening + "\",outcome=\"established\"}", 2},
+       {"tcptrace_tcp_connects_total{dport=\"other\",outcome=\"refused\"}", 3},
+       {"tcptrace_tcp_connect_latency_seconds_count{dport=\"other\",family=\"ipv4\",outcome=\"refused\"}", 3}});
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{dport=\"" + listening + "\",outcome=\"established\"}"), 2);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{dport=\"other\",outcome=\"refused\"}"), 3);
   EXPECT_EQ(series.count("tcptrace_tcp_connects_total{dport=\"" + std::to_string(run.closed.port) +
@@ -292,6 +329,7 @@ TEST(MetricsExport, DportLabelKeepsTheFirstPortsAndFoldsTheRest) {
                       "\"refused\"}"),
             3);
   EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
+  EXPECT_NE(run.tool->stderr_text().find("tcptrace-bcc: 5 events"), std::string::npos) << run.tool->stderr_text();
 }
 
 // A port another process holds: one line, exit 1, nothing loaded (the port
@@ -412,7 +450,8 @@ TEST_P(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
                                 "--storage.tsdb.path=" + data_dir.string(),
                                 "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port)},
                            kPrometheus);
-    ASSERT_TRUE(prometheus.wait_for_stderr("Server is ready to receive web requests", 60s))
+    ASSERT_TRUE(prometheus.wait_for_stderr_line(
+        line_ending_with(" msg=\"Server is ready to receive web requests.\""), 60s))
         << prometheus.stderr_text();
 
     // One scrape before the traffic, so rate() has a sample to rise from.
@@ -455,18 +494,29 @@ TEST_P(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
     EXPECT_GT(p50, 0);
     EXPECT_LE(p50, 0.1) << "a loopback connect";
 
-    // The README's fleet queries run and name the instance.
-    std::this_thread::sleep_for(2s);  // rate() needs two samples after the traffic
-    const json p99 = prometheus_query(
-        prometheus_port,
-        "histogram_quantile(0.99, sum by (le, instance) (rate(tcptrace_tcp_connect_latency_seconds_bucket[5m])))");
+    // The README's fleet queries run and name the instance. rate() has a
+    // value once two samples in its window differ: query until both have
+    // one (a series with a positive value), then check them.
+    const std::string p99_query =
+        "histogram_quantile(0.99, sum by (le, instance) (rate(tcptrace_tcp_connect_latency_seconds_bucket[5m])))";
+    const std::string refused_query =
+        "sum by (instance) (rate(tcptrace_tcp_connects_total{outcome=\"refused\"}[1m]))";
+    const auto positive = [](const json& result) {
+      return result.size() == 1 && std::stod(result[0].at("value").at(1).get<std::string>()) > 0;
+    };
+    json p99 = prometheus_query(prometheus_port, p99_query);
+    json refused_rate = prometheus_query(prometheus_port, refused_query);
+    const auto deadline = std::chrono::steady_clock::now() + scaled(15s);
+    while (!(positive(p99) && positive(refused_rate)) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(100ms);
+      p99 = prometheus_query(prometheus_port, p99_query);
+      refused_rate = prometheus_query(prometheus_port, refused_query);
+    }
     ASSERT_EQ(p99.size(), 1u) << p99;
     EXPECT_EQ(p99[0].at("metric").at("instance"), "127.0.0.1:" + std::to_string(run.metrics_port));
     const double p99_seconds = std::stod(p99[0].at("value").at(1).get<std::string>());
     EXPECT_GT(p99_seconds, 0) << p99;
     EXPECT_LE(p99_seconds, 0.1) << p99;
-    const json refused_rate = prometheus_query(
-        prometheus_port, "sum by (instance) (rate(tcptrace_tcp_connects_total{outcome=\"refused\"}[1m]))");
     ASSERT_EQ(refused_rate.size(), 1u) << refused_rate;
     EXPECT_GT(std::stod(refused_rate[0].at("value").at(1).get<std::string>()), 0);
 
@@ -501,10 +551,12 @@ TEST(MetricsExport, WatchKeepsTheCountsOfTheReplacedVersion) {
   // after the state change that ends it, so the counts are in the maps.)
   make_connects(listener.local_port(), 2, closed.port, 1);
   { std::ofstream(program, std::ios::app) << "\n/* edited */\n"; }
-  ASSERT_TRUE(tool->wait_for_stderr("reloaded", scaled(120s))) << tool->stderr_text();
+  ASSERT_TRUE(tool->wait_for_stderr_line(line_starting_with("tcptrace-bcc: reloaded: "), 120s))
+      << tool->stderr_text();
   EXPECT_EQ(aggregation_of(scrape(port)), "kernel");
   make_connects(listener.local_port(), 3, closed.port, 2);
-  const auto series = scrape_after_events(port, 8);
+  const auto series = scrape_until_values(port, {{"tcptrace_tcp_connects_total{outcome=\"established\"}", 5},
+                                                 {"tcptrace_tcp_connects_total{outcome=\"refused\"}", 3}});
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"established\"}"), 5);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 3);
   EXPECT_EQ(series.at("tcptrace_events_total"), 8);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <linux/bpf.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,8 +27,13 @@ ToolProcess::ToolProcess(std::vector<std::string> wrapper, std::vector<std::stri
   argv.push_back(binary.data());
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  const pid_t test_process = getpid();
   pid_ = fork();
   if (pid_ == 0) {
+    // A test process killed by ctest's TIMEOUT (or a crash) runs no
+    // destructor: the kernel ends its tool too, detaching its probes.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != test_process) _exit(127);
     dup2(out[1], STDOUT_FILENO);
     dup2(err[1], STDERR_FILENO);
     close(out[0]);
@@ -68,9 +74,34 @@ void ToolProcess::read_loop(int fd, std::string& sink) {
 }
 
 bool ToolProcess::wait_for_stderr(const std::string& needle, std::chrono::milliseconds timeout) {
+  return wait_for_stderr_text([&](const std::string& text) { return text.find(needle) != std::string::npos; },
+                              timeout);
+}
+
+bool ToolProcess::wait_for_stderr_line(const std::function<bool(std::string_view line)>& matches,
+                                       std::chrono::milliseconds timeout) {
+  return wait_for_stderr_text(
+      [&](const std::string& text) {
+        // Only complete lines: a line still being written could match a
+        // prefix and then go on differently.
+        size_t start = 0;
+        for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+          if (matches(std::string_view(text).substr(start, end - start))) return true;
+        }
+        return false;
+      },
+      timeout);
+}
+
+bool ToolProcess::wait_until_ready(std::chrono::milliseconds timeout) {
+  return wait_for_stderr_line(line_starting_with(std::string(kReadyLinePrefix)), timeout);
+}
+
+bool ToolProcess::wait_for_stderr_text(const std::function<bool(const std::string& text)>& found,
+                                       std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + scaled(timeout);
   std::unique_lock lock(mutex_);
-  while (stderr_.find(needle) == std::string::npos) {
+  while (!found(stderr_)) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
     lock.unlock();
     int status = 0;
@@ -82,7 +113,7 @@ bool ToolProcess::wait_for_stderr(const std::string& needle, std::chrono::millis
     if (exited_) {
       // Give the reader a moment to collect the last words.
       changed_.wait_for(lock, std::chrono::milliseconds(200));
-      return stderr_.find(needle) != std::string::npos;
+      return found(stderr_);
     }
     changed_.wait_for(lock, std::chrono::milliseconds(50));
   }
@@ -182,11 +213,21 @@ std::vector<nlohmann::json> ToolProcess::events() {
 
 std::unique_ptr<ToolProcess> start_ready(std::vector<std::string> args) {
   auto tool = std::make_unique<ToolProcess>(std::move(args));
-  if (!tool->wait_for_stderr("ready", std::chrono::seconds(120))) {
+  if (!tool->wait_until_ready(std::chrono::seconds(120))) {
     ADD_FAILURE() << "tool did not become ready; stderr:\n" << tool->stderr_text();
     return nullptr;
   }
   return tool;
+}
+
+std::function<bool(std::string_view)> line_starting_with(std::string prefix) {
+  return [prefix = std::move(prefix)](std::string_view line) { return line.substr(0, prefix.size()) == prefix; };
+}
+
+std::function<bool(std::string_view)> line_ending_with(std::string suffix) {
+  return [suffix = std::move(suffix)](std::string_view line) {
+    return line.size() >= suffix.size() && line.substr(line.size() - suffix.size()) == suffix;
+  };
 }
 
 std::chrono::milliseconds scaled(std::chrono::milliseconds timeout) {

@@ -6,10 +6,12 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -18,6 +20,13 @@
 namespace tcptrace::testing {
 
 std::string tool_binary();
+
+// How the tool's ready line starts (host/app.cpp: report("ready: ...")).
+inline constexpr std::string_view kReadyLinePrefix = "tcptrace-bcc: ready: ";
+
+// Line matchers for ToolProcess::wait_for_stderr_line.
+std::function<bool(std::string_view)> line_starting_with(std::string prefix);
+std::function<bool(std::string_view)> line_ending_with(std::string suffix);
 
 // Every timeout below is multiplied by TCPTRACE_TEST_TIMEOUT_SCALE (scaled()).
 class ToolProcess {
@@ -32,8 +41,17 @@ class ToolProcess {
   ToolProcess(const ToolProcess&) = delete;
   ToolProcess& operator=(const ToolProcess&) = delete;
 
-  // Waits until stderr contains `needle` or the tool exits. True if found.
+  // Waits until stderr contains `needle` anywhere (also inside a word or
+  // across lines) or the tool exits. True if found. For the tool's own
+  // lines, whose form is known, wait_for_stderr_line is exact.
   bool wait_for_stderr(const std::string& needle, std::chrono::milliseconds timeout);
+  // Waits until a complete stderr line (without its newline) satisfies
+  // `matches`, or the tool exits. True if one does.
+  bool wait_for_stderr_line(const std::function<bool(std::string_view line)>& matches,
+                            std::chrono::milliseconds timeout);
+  // Waits for the tool's ready line (kReadyLinePrefix), which it prints once
+  // every probe is attached.
+  bool wait_until_ready(std::chrono::milliseconds timeout);
   // Waits until at least `lines` complete stdout lines arrived.
   bool wait_for_lines(size_t lines, std::chrono::milliseconds timeout);
   // Sends `signal` and waits for the exit; returns the exit status, or
@@ -51,6 +69,10 @@ class ToolProcess {
   std::vector<nlohmann::json> events();
 
  private:
+  // Waits until `found` holds for the stderr collected so far, or the tool
+  // exits.
+  bool wait_for_stderr_text(const std::function<bool(const std::string& text)>& found,
+                            std::chrono::milliseconds timeout);
   void read_loop(int fd, std::string& sink);
   int reap(std::chrono::milliseconds timeout);
 
