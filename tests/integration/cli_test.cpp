@@ -70,10 +70,10 @@ TEST(Cli, ClosedStdoutEndsTheRunWithStatusZero) {
   }
   close(out[1]);
   close(err[1]);
-  // Wait for "ready" on stderr.
+  // Wait for the ready line on stderr.
   std::string err_text;
   char buf[4096];
-  while (err_text.find("ready") == std::string::npos) {
+  while (err_text.find(std::string(kReadyLinePrefix)) == std::string::npos) {
     ssize_t n = read(err[0], buf, sizeof buf);
     ASSERT_GT(n, 0) << err_text;
     err_text.append(buf, static_cast<size_t>(n));

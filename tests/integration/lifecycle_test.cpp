@@ -92,7 +92,7 @@ INSTANTIATE_TEST_SUITE_P(Signals, SignalDuringStartup, ::testing::Values(SIGTERM
 TEST(Lifecycle, OverloadIsCountedPerCpuAndTheRunGoesOn) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   ToolProcess tool({"--program", "states", "--buffer-pages", "1"});
-  ASSERT_TRUE(tool.wait_for_stderr("ready", 120s)) << tool.stderr_text();
+  ASSERT_TRUE(tool.wait_until_ready(120s)) << tool.stderr_text();
   Socket listener = bind_loopback(AF_INET);
   start_listening(listener);
   // The consumer stops while the kernel keeps writing into one-page buffers.
