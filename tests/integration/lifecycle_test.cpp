@@ -393,14 +393,14 @@ TEST_P(LossAccounting, MetricEqualsTheSummaryAndNothingIsCountedTwice) {
   scrape_until_complete();
   ASSERT_EQ(written + lost, static_cast<double>(bursts.expected_events()));
   ASSERT_GT(lost, 0);
-  const double lost_in_overflow = lost;
+  // The late burst may overflow a page again (the reader polls every 100
+  // ms); either way every event is written or lost exactly once.
   bursts.burst(20);
   scrape_until_complete();
   // Give a second count the time to show: two more looks at the counters.
   std::this_thread::sleep_for(1s);
   scrape_until_complete();
   EXPECT_EQ(written + lost, static_cast<double>(bursts.expected_events()));
-  EXPECT_EQ(lost, lost_in_overflow) << "the late traffic all fits";
   ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
   const auto [summary_events, summary_lost] = summary_counts(tool->stderr_text());
   EXPECT_EQ(static_cast<double>(summary_lost), lost);
