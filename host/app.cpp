@@ -107,9 +107,9 @@ class AggregateScraper {
 
  private:
   void read_locked() {
-    if (program_ == nullptr || !program_->aggregates) return;
-    AggregateMaps& maps = *program_->aggregates;
-    events_ += maps.feed.feed(read_aggregate_maps(maps), metrics_);
+    if (program_ == nullptr || !program_->kernel_counts) return;
+    KernelCounts& counts = *program_->kernel_counts;
+    events_ += counts.feed.feed(read_kernel_counts(counts), metrics_);
   }
 
   Metrics& metrics_;
@@ -203,14 +203,7 @@ Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> l
   active->metrics = metrics;
   const BuildPlan& plan = loaded->plan;
   if (metrics != nullptr) {
-    if (loaded->aggregates) {
-      active->metrics_fed = metrics->bind_aggregates(plan.annotations.aggregates_states,
-                                                     plan.annotations.aggregates_connlat, plan.hints);
-    } else {
-      std::vector<const EventLayout*> layouts;
-      for (const auto& decoder : loaded->decoders) layouts.push_back(decoder ? &decoder->layout() : nullptr);
-      active->metrics_fed = metrics->bind(layouts, plan.hints);
-    }
+    active->metrics_fed = metrics->bind(loaded->metrics);
     metrics->set_probes_attached(0);
   }
   active->sink =
@@ -233,11 +226,11 @@ Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> l
   if (metrics != nullptr) {
     metrics->set_probes_attached(active->attachments.size());
     metrics->set_program(plan.name, plan.method ? std::string(method_name(*plan.method)) : "",
-                         loaded->aggregates ? "none" : plan.ring_buffer ? "ringbuf" : "perf",
-                         loaded->aggregates ? "kernel" : "host");
+                         loaded->kernel_counts ? "none" : plan.ring_buffer ? "ringbuf" : "perf",
+                         loaded->kernel_counts ? "kernel" : "host");
   }
   active->loaded = std::move(loaded);
-  if (scraper != nullptr && active->loaded->aggregates) {
+  if (scraper != nullptr && active->loaded->kernel_counts) {
     scraper->start(*active->loaded);
     active->scraper = scraper;
   }
@@ -252,9 +245,9 @@ std::string attached_text(const ActiveProgram& active) {
   }
   std::string method =
       loaded.plan.method ? " (attach: " + std::string(method_name(*loaded.plan.method)) + ")" : "";
-  if (loaded.aggregates) {
+  if (loaded.kernel_counts) {
     method += " (counting in the kernel)";
-  } else if (loaded.plan.annotations.ring_buffer_capable) {
+  } else if (loaded.plan.annotations.ring_buffer_capable || !loaded.plan.declarations.outputs.empty()) {
     method += loaded.plan.ring_buffer ? " (ring buffer)" : " (perf buffers)";
   }
   const size_t n = active.attachments.size();
@@ -378,8 +371,8 @@ Status run(const Options& options) {
   std::unique_ptr<MetricsServer> metrics_server;
   if (options.metrics) {
     MetricsConfig config;
-    config.dport_label = options.metrics_dport_label;
-    config.dport_limit = options.metrics_dport_limit;
+    config.opt_in_labels = options.metrics_labels;
+    config.label_limit = options.metrics_label_limit;
     config.version = TCPTRACE_VERSION;
     config.bcc_version = TCPTRACE_BCC_VERSION;
     metrics = std::make_unique<Metrics>(std::move(config));
@@ -433,9 +426,9 @@ Status run(const Options& options) {
   if (metrics_server) {
     report("serving metrics at " + metrics_server->url() +
            (active->metrics_fed.empty()
-                ? " (health only: the events carry neither states' nor connlat's fields)"
-                : " (" + active->metrics_fed + " metrics" +
-                      (active->loaded->aggregates ? " counted in the kernel," : "") + " and health)"));
+                ? " (health only: the program declares no tcptrace:metric)"
+                : " (" + active->metrics_fed + (active->loaded->kernel_counts ? " counted in the kernel," : "") +
+                      " and health)"));
   }
   report("ready: " + attached_text(*active));
 
@@ -503,7 +496,7 @@ Status run(const Options& options) {
   report_recursion_misses(*active);
   report_buffer_drops(*active, writer);
   const uint64_t skipped = retired_misses + active->misses_total;
-  const bool kernel_counted = active->loaded->aggregates.has_value();
+  const bool kernel_counted = active->loaded->kernel_counts.has_value();
   active.reset();
   if (recorder) recorder->flush();
   report(summary_line(writer, skipped, kernel_counted ? std::optional<uint64_t>(scraper->events()) : std::nullopt));

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -36,33 +37,7 @@ uint64_t read_unsigned(const unsigned char* data, size_t offset, size_t size) {
   }
 }
 
-// A member usable as a number: a plain integer of 1, 2, 4 or 8 bytes.
-std::optional<std::pair<size_t, size_t>> integer_field(const EventLayout& layout, std::string_view name) {
-  const FieldLayout* f = layout.find(name);
-  if (f == nullptr || f->is_array) return std::nullopt;
-  if (f->kind != ScalarKind::unsigned_int && f->kind != ScalarKind::signed_int) return std::nullopt;
-  if (f->element_size != 1 && f->element_size != 2 && f->element_size != 4 && f->element_size != 8) {
-    return std::nullopt;
-  }
-  return std::make_pair(f->offset, f->element_size);
-}
-
-size_t family_index(uint64_t family) {
-  if (family == 4 || family == AF_INET) return 0;
-  if (family == 6 || family == AF_INET6) return 1;
-  return 2;
-}
-
-constexpr std::string_view kFamilyLabels[] = {"ipv4", "ipv6", "other"};
-
-std::string state_label(size_t state) {
-  const std::string_view name = tcp_state_name(state);
-  return name.empty() ? "UNKNOWN" : std::string(name);
-}
-
 }  // namespace
-
-std::string_view family_label(uint64_t family) { return kFamilyLabels[family_index(family)]; }
 
 std::string MetricsAddress::listen_spec() const {
   return (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
@@ -107,37 +82,126 @@ Result<MetricsAddress> parse_metrics_address(std::string_view text) {
   return address;
 }
 
-const std::vector<double>& connect_latency_buckets() {
-  static const std::vector<double> buckets = {50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
-                                              50e-3, 100e-3, 250e-3, 500e-3, 1,    2.5,    5,    10};
-  return buckets;
+LabelFolder::LabelFolder(size_t limit) : limit_(limit), slot_of_small_(65536, 0) { values_.reserve(limit); }
+
+size_t LabelFolder::slot(uint64_t value) {
+  if (value < slot_of_small_.size()) {
+    const uint16_t known = slot_of_small_[value];
+    if (known != 0) return known - 1u;
+  } else {
+    const auto found = std::find(values_.begin(), values_.end(), value);
+    if (found != values_.end()) return static_cast<size_t>(found - values_.begin());
+  }
+  if (values_.size() >= limit_) return limit_;
+  values_.push_back(value);
+  if (value < slot_of_small_.size()) slot_of_small_[value] = static_cast<uint16_t>(values_.size());
+  return values_.size() - 1;
 }
 
-const std::vector<double>& state_duration_buckets() {
-  static const std::vector<double> buckets = {100e-6, 1e-3, 10e-3, 100e-3, 1, 10, 60, 300, 900, 3600};
-  return buckets;
+std::string LabelFolder::label(size_t slot) const {
+  return slot < values_.size() ? std::to_string(values_[slot]) : "other";
 }
 
-PortLabelFolder::PortLabelFolder(size_t limit) : limit_(limit), slot_of_port_(65536, 0) { ports_.reserve(limit); }
+namespace {
 
-size_t PortLabelFolder::slot(uint16_t port) {
-  const uint16_t known = slot_of_port_[port];
-  if (known != 0) return known - 1u;
-  if (ports_.size() >= limit_) return limit_;
-  ports_.push_back(port);
-  slot_of_port_[port] = static_cast<uint16_t>(ports_.size());
-  return ports_.size() - 1;
+// A field's value as C converts it to u64: signed fields sign-extended.
+uint64_t read_field(const unsigned char* data, const FieldRef& field) {
+  const uint64_t raw = read_unsigned(data, field.offset, field.size);
+  if (!field.is_signed || field.size == 8) return raw;
+  const unsigned bits = static_cast<unsigned>(field.size * 8);
+  const uint64_t sign = uint64_t{1} << (bits - 1);
+  return (raw ^ sign) - sign;
 }
 
-std::string PortLabelFolder::label(size_t slot) const {
-  return slot < ports_.size() ? std::to_string(ports_[slot]) : "other";
+Result<FieldRef> integer_field(const EventLayout& layout, const std::string& name) {
+  const FieldLayout* f = layout.find(name);
+  if (f == nullptr) return runtime_error("the event struct has no field '" + name + "'");
+  const bool integer = f->kind == ScalarKind::unsigned_int || f->kind == ScalarKind::signed_int;
+  if (f->is_array || !integer ||
+      (f->element_size != 1 && f->element_size != 2 && f->element_size != 4 && f->element_size != 8)) {
+    return runtime_error("field '" + name + "' (" + f->type + ") is not an integer of 1, 2, 4 or 8 bytes");
+  }
+  return FieldRef{f->offset, f->element_size, f->kind == ScalarKind::signed_int};
 }
+
+}  // namespace
+
+Result<std::vector<BoundMetric>> bind_metric_fields(const std::vector<MetricDeclaration>& metrics,
+                                                    const std::vector<std::string>& table_names,
+                                                    const std::vector<const EventLayout*>& layouts,
+                                                    const std::string& path) {
+  std::vector<BoundMetric> bound;
+  std::string mistakes;
+  const auto mistake = [&](const MetricDeclaration& m, const std::string& text) {
+    mistakes += (mistakes.empty() ? "" : "\n") + path + ":" + std::to_string(m.line) + ": metric " + m.name + ": " + text;
+  };
+  for (const MetricDeclaration& m : metrics) {
+    BoundMetric b;
+    b.declaration = m;
+    // The table: the one named, or the only one whose events have fields.
+    std::vector<size_t> candidates;
+    for (size_t i = 0; i < table_names.size(); ++i) {
+      if (layouts[i] != nullptr && (m.table.empty() || table_names[i] == m.table)) candidates.push_back(i);
+    }
+    if (candidates.size() != 1) {
+      mistake(m, candidates.size() > 1 ? "the program has several output tables; say which with table="
+                 : m.table.empty()     ? "the program sends no events to count"
+                                       : "the program sends no events to a table '" + m.table + "'");
+      continue;
+    }
+    b.table_index = candidates.front();
+    const EventLayout& layout = *layouts[b.table_index];
+    bool bad = false;
+    const auto field = [&](const std::string& name) -> FieldRef {
+      auto f = integer_field(layout, name);
+      if (!f) {
+        if (!bad) mistake(m, f.error().message);
+        bad = true;
+        return {};
+      }
+      return *f;
+    };
+    for (const MetricLabel& label : m.labels) b.labels.push_back(field(label.field));
+    if (!m.value_field.empty()) b.value = field(m.value_field);
+    for (const MetricCondition& c : m.conditions) {
+      b.conditions.push_back(field(c.field));
+      if (!bad && !b.conditions.back().is_signed && c.constant < 0) {
+        mistake(m, "when=" + c.field + std::string(compare_op_text(c.op)) + std::to_string(c.constant) +
+                       ": the field is unsigned");
+        bad = true;
+      }
+    }
+    if (!bad) bound.push_back(std::move(b));
+  }
+  if (!mistakes.empty()) return runtime_error(mistakes);
+  return bound;
+}
+
+std::vector<BoundMetric> kernel_counted_metrics(const std::vector<MetricDeclaration>& metrics) {
+  std::vector<BoundMetric> bound;
+  for (const MetricDeclaration& m : metrics) {
+    BoundMetric b;
+    b.declaration = m;
+    bound.push_back(std::move(b));
+  }
+  return bound;
+}
+
+struct Metrics::Series {
+  BoundMetric bound;
+  std::string signature;
+  std::vector<size_t> active;                     // indices into declaration.labels
+  std::vector<size_t> radix;                      // slots of each active label
+  std::vector<std::optional<LabelFolder>> folders;  // per active label: folded ones
+  std::vector<double> bounds;                     // exported
+  prometheus::Family<prometheus::Counter>* counter_family = nullptr;
+  prometheus::Family<prometheus::Histogram>* histogram_family = nullptr;
+  std::vector<prometheus::Counter*> counters;  // by label-slot index
+  std::vector<prometheus::Histogram*> histograms;
+};
 
 Metrics::Metrics(MetricsConfig config)
-    : config_(std::move(config)),
-      registry_(std::make_shared<prometheus::Registry>()),
-      dports_(config_.dport_label ? config_.dport_limit : 0),
-      dport_slots_(config_.dport_label ? config_.dport_limit + 1 : 1) {
+    : config_(std::move(config)), registry_(std::make_shared<prometheus::Registry>()) {
   prometheus::BuildGauge()
       .Name("tcptrace_build_info")
       .Help("Version of tcptrace-bcc and of the BCC library it runs on; always 1")
@@ -179,205 +243,215 @@ void Metrics::set_program(const std::string& name, const std::string& attach, co
   program_info_child_->Set(1);
 }
 
-std::string Metrics::bind(const std::vector<const EventLayout*>& layouts, const std::vector<FormatHint>& hints) {
-  tables_.assign(layouts.size(), TableBinding{});
-  bool feeds_states = false, feeds_connlat = false;
-  for (size_t i = 0; i < layouts.size(); ++i) {
-    if (layouts[i] == nullptr) continue;
-    const EventLayout& layout = *layouts[i];
-    TableBinding& binding = tables_[i];
-    const auto field = [&](std::string_view name) -> std::optional<Field> {
-      auto f = integer_field(layout, name);
-      if (!f) return std::nullopt;
-      return Field{f->first, f->second};
-    };
-    auto family = field("family");
-    auto dport = config_.dport_label ? field("dport") : std::nullopt;
-    if (auto oldstate = field("oldstate"), newstate = field("newstate"), delta = field("delta_us");
-        oldstate && newstate && delta && family) {
-      binding.kind = TableBinding::Kind::states;
-      binding.states = StatesTable{*oldstate, *newstate, *family, *delta, dport};
-      feeds_states = true;
-    } else if (auto outcome = field("outcome"), latency = field("latency_us"); outcome && latency && family) {
-      binding.kind = TableBinding::Kind::connlat;
-      binding.connlat = ConnlatTable{*outcome, *family, *latency, dport};
-      feeds_connlat = true;
+std::vector<size_t> Metrics::active_labels(const MetricDeclaration& declaration) const {
+  std::vector<size_t> active;
+  for (size_t i = 0; i < declaration.labels.size(); ++i) {
+    const MetricLabel& label = declaration.labels[i];
+    if (!label.opt_in || std::find(config_.opt_in_labels.begin(), config_.opt_in_labels.end(), label.name) !=
+                             config_.opt_in_labels.end()) {
+      active.push_back(i);
     }
   }
-  return bind_aggregates(feeds_states, feeds_connlat, hints);
+  return active;
 }
 
-std::string Metrics::bind_aggregates(bool states, bool connlat, const std::vector<FormatHint>& hints) {
-  if (states) create_states_families();
-  if (connlat) {
-    for (const FormatHint& hint : hints) {
-      if (hint.field == "outcome" && hint.format == FieldFormat::enumeration) outcome_names_ = hint.arguments;
+std::string Metrics::signature(const MetricDeclaration& d) const {
+  std::string text = (d.kind == MetricKind::counter ? "counter " : "histogram ") + d.name + "\n" + d.help + "\n" +
+                     d.unit + "\n";
+  for (uint64_t bound : d.bounds) text += std::to_string(bound) + ",";
+  for (size_t i : active_labels(d)) {
+    const MetricLabel& label = d.labels[i];
+    text += "\n" + label.name + ":" + std::to_string(static_cast<int>(label.domain));
+    for (const std::string& name : label.names) text += "," + name;
+  }
+  return text;
+}
+
+std::string Metrics::bind(std::vector<BoundMetric> metrics) {
+  std::vector<std::unique_ptr<Series>> next;
+  std::string names;
+  for (BoundMetric& bound : metrics) {
+    const std::string sig = signature(bound.declaration);
+    names += (names.empty() ? "" : ", ") + bound.declaration.name;
+    auto same = std::find_if(series_.begin(), series_.end(),
+                             [&](const std::unique_ptr<Series>& s) { return s && s->signature == sig; });
+    if (same != series_.end()) {
+      // Declared as before: its series continue.
+      (*same)->bound = std::move(bound);
+      next.push_back(std::move(*same));
+      continue;
     }
-    create_connlat_families();
+    auto series = std::make_unique<Series>();
+    series->bound = std::move(bound);
+    series->signature = sig;
+    next.push_back(std::move(series));
   }
-  return states && connlat ? "states, connlat" : states ? "states" : connlat ? "connlat" : "";
+  // What is no longer declared (or changed) disappears from the exposition
+  // before a family of the same name is registered again.
+  for (auto& old : series_) {
+    if (!old) continue;
+    if (old->counter_family != nullptr) registry_->Remove(*old->counter_family);
+    if (old->histogram_family != nullptr) registry_->Remove(*old->histogram_family);
+  }
+  series_ = std::move(next);
+  for (auto& series : series_) {
+    if (series->counter_family == nullptr && series->histogram_family == nullptr) create_series(*series);
+  }
+  return names;
 }
 
-void Metrics::create_states_families() {
-  if (transitions_ != nullptr) return;
-  transitions_ = &prometheus::BuildCounter()
-                      .Name("tcptrace_tcp_state_transitions_total")
-                      .Help("TCP state changes, by old and new state and address family")
-                      .Register(*registry_);
-  state_durations_ = &prometheus::BuildHistogram()
-                          .Name("tcptrace_tcp_state_duration_seconds")
-                          .Help("Time a socket spent in a TCP state before leaving it (transitions whose "
-                                "start the tracer did not see are not observed)")
-                          .Register(*registry_);
-  transition_children_.assign(kStates * kStates * kFamilies * dport_slots_, nullptr);
-}
-
-void Metrics::create_connlat_families() {
-  if (connects_ != nullptr) return;
-  connects_ = &prometheus::BuildCounter()
-                   .Name("tcptrace_tcp_connects_total")
-                   .Help("Active TCP connects that ended, by outcome")
-                   .Register(*registry_);
-  connect_latency_ = &prometheus::BuildHistogram()
-                          .Name("tcptrace_tcp_connect_latency_seconds")
-                          .Help("Time from connect() until the connection was established or failed")
-                          .Register(*registry_);
-  connect_children_.assign(kOutcomes * dport_slots_, nullptr);
-  latency_children_.assign(kOutcomes * kFamilies * dport_slots_, nullptr);
-  // Every outcome exists from the start (without the dport label), so
-  // rate(...{outcome="refused"}) is 0, not absent, on a node without any,
-  // and the first connects after start are not lost to rate(): a series
-  // created by its first observation has no earlier sample to rise from.
-  if (!config_.dport_label) {
-    for (size_t i = 0; i < outcome_names_.size() && i + 1 < kOutcomes; ++i) {
-      connect_counter(i, 0, false);
-      for (size_t family = 0; family < 2; ++family) latency_histogram(i, family, 0, false);
+void Metrics::create_series(Series& series) {
+  const MetricDeclaration& d = series.bound.declaration;
+  series.active = active_labels(d);
+  series.radix.clear();
+  series.folders.clear();
+  size_t combinations = 1;
+  bool named_only = true;
+  size_t named_combinations = 1;
+  for (size_t i : series.active) {
+    const MetricLabel& label = d.labels[i];
+    const size_t slots = label_slots(label, config_.label_limit);
+    series.radix.push_back(slots);
+    combinations *= slots;
+    if (label.domain == LabelDomain::folded) {
+      series.folders.emplace_back(LabelFolder(config_.label_limit));
+    } else {
+      series.folders.emplace_back(std::nullopt);
+    }
+    named_only &= label.domain == LabelDomain::names || label.domain == LabelDomain::family;
+    named_combinations *= slots - 1;
+  }
+  if (d.kind == MetricKind::counter) {
+    series.counter_family = &prometheus::BuildCounter().Name(d.name).Help(d.help).Register(*registry_);
+    series.counters.assign(combinations, nullptr);
+  } else {
+    series.bounds = d.exported_bounds();
+    series.histogram_family = &prometheus::BuildHistogram().Name(d.name).Help(d.help).Register(*registry_);
+    series.histograms.assign(combinations, nullptr);
+  }
+  // A metric whose labels all have named values starts with every named
+  // combination at zero, so rate(...{outcome="refused"}) is 0, not absent,
+  // on a node without any, and the first events after start are not lost to
+  // rate(): a series created by its first observation has no earlier sample
+  // to rise from. ("unknown" and "other" appear when seen.)
+  if (!named_only || named_combinations > 64) return;
+  for (size_t n = 0; n < named_combinations; ++n) {
+    size_t index = 0, rest = n;
+    std::vector<size_t> slots(series.active.size());
+    for (size_t j = series.active.size(); j-- > 0;) {
+      slots[j] = rest % (series.radix[j] - 1);
+      rest /= series.radix[j] - 1;
+    }
+    for (size_t j = 0; j < series.active.size(); ++j) index = index * series.radix[j] + slots[j];
+    if (d.kind == MetricKind::counter) {
+      counter(series, index);
+    } else {
+      histogram(series, index);
     }
   }
 }
 
-std::string Metrics::outcome_name(size_t index) const {
-  return index < outcome_names_.size() && index + 1 < kOutcomes ? outcome_names_[index] : "unknown";
-}
+namespace {
 
-// The last slot is "unknown": values the program's enum() hint does not name.
-size_t Metrics::outcome_index(uint64_t outcome) const {
-  return outcome >= outcome_names_.size() || outcome >= kOutcomes - 1 ? kOutcomes - 1 : static_cast<size_t>(outcome);
-}
-
-size_t Metrics::dport_slot(const std::optional<Field>& dport, const unsigned char* data) {
-  if (!dport) return 0;
-  return dports_.slot(static_cast<uint16_t>(read_unsigned(data, dport->offset, dport->size)));
-}
-
-prometheus::Counter& Metrics::transition_counter(size_t old_state, size_t new_state, size_t family, size_t slot,
-                                                 bool labelled_dport) {
-  prometheus::Counter*& counter =
-      transition_children_[((old_state * kStates + new_state) * kFamilies + family) * dport_slots_ + slot];
-  if (counter == nullptr) {
-    prometheus::Labels labels = {{"old_state", state_label(old_state)},
-                                 {"new_state", state_label(new_state)},
-                                 {"family", std::string(kFamilyLabels[family])}};
-    if (labelled_dport) labels["dport"] = dports_.label(slot);
-    counter = &transitions_->Add(labels);
+prometheus::Labels labels_of(const MetricDeclaration& d, const std::vector<size_t>& active,
+                             const std::vector<size_t>& radix, const std::vector<std::optional<LabelFolder>>& folders,
+                             size_t index) {
+  prometheus::Labels labels;
+  for (size_t j = active.size(); j-- > 0;) {
+    const size_t slot = index % radix[j];
+    index /= radix[j];
+    const MetricLabel& label = d.labels[active[j]];
+    labels[label.name] = folders[j] ? folders[j]->label(slot) : label_value(label, slot);
   }
-  return *counter;
+  return labels;
 }
 
-prometheus::Histogram& Metrics::duration_histogram(size_t state) {
-  prometheus::Histogram*& histogram = duration_children_[state];
-  if (histogram == nullptr) {
-    histogram = &state_durations_->Add({{"state", state_label(state)}}, state_duration_buckets());
+}  // namespace
+
+prometheus::Counter& Metrics::counter(Series& series, size_t index) {
+  prometheus::Counter*& child = series.counters[index];
+  if (child == nullptr) {
+    child = &series.counter_family->Add(
+        labels_of(series.bound.declaration, series.active, series.radix, series.folders, index));
   }
-  return *histogram;
+  return *child;
 }
 
-prometheus::Counter& Metrics::connect_counter(size_t outcome, size_t slot, bool labelled_dport) {
-  prometheus::Counter*& counter = connect_children_[outcome * dport_slots_ + slot];
-  if (counter == nullptr) {
-    prometheus::Labels labels = {{"outcome", outcome_name(outcome)}};
-    if (labelled_dport) labels["dport"] = dports_.label(slot);
-    counter = &connects_->Add(labels);
+prometheus::Histogram& Metrics::histogram(Series& series, size_t index) {
+  prometheus::Histogram*& child = series.histograms[index];
+  if (child == nullptr) {
+    child = &series.histogram_family->Add(
+        labels_of(series.bound.declaration, series.active, series.radix, series.folders, index), series.bounds);
   }
-  return *counter;
-}
-
-prometheus::Histogram& Metrics::latency_histogram(size_t outcome, size_t family, size_t slot, bool labelled_dport) {
-  prometheus::Histogram*& histogram = latency_children_[(outcome * kFamilies + family) * dport_slots_ + slot];
-  if (histogram == nullptr) {
-    prometheus::Labels labels = {{"outcome", outcome_name(outcome)}, {"family", std::string(kFamilyLabels[family])}};
-    if (labelled_dport) labels["dport"] = dports_.label(slot);
-    histogram = &connect_latency_->Add(labels, connect_latency_buckets());
-  }
-  return *histogram;
+  return *child;
 }
 
 void Metrics::observe(size_t table_index, const void* data) {
   events_->Increment();
-  if (table_index >= tables_.size()) return;
-  const TableBinding& binding = tables_[table_index];
   const auto* bytes = static_cast<const unsigned char*>(data);
-  switch (binding.kind) {
-    case TableBinding::Kind::states:
-      observe_states(binding.states, bytes);
-      break;
-    case TableBinding::Kind::connlat:
-      observe_connlat(binding.connlat, bytes);
-      break;
-    case TableBinding::Kind::none:
-      break;
+  for (auto& owned : series_) {
+    Series& series = *owned;
+    const BoundMetric& b = series.bound;
+    if (b.table_index != table_index) continue;
+    const MetricDeclaration& d = b.declaration;
+    bool wanted = true;
+    for (size_t i = 0; i < d.conditions.size() && wanted; ++i) {
+      wanted = condition_holds(d.conditions[i], read_field(bytes, b.conditions[i]), b.conditions[i].is_signed);
+    }
+    if (!wanted) continue;
+    size_t index = 0;
+    for (size_t j = 0; j < series.active.size(); ++j) {
+      const size_t label = series.active[j];
+      const uint64_t raw = read_field(bytes, b.labels[label]);
+      const size_t slot = series.folders[j] ? series.folders[j]->slot(raw) : label_slot(d.labels[label], raw);
+      index = index * series.radix[j] + slot;
+    }
+    const double value = b.value ? static_cast<double>(read_field(bytes, *b.value)) : 1.0;
+    if (d.kind == MetricKind::counter) {
+      counter(series, index).Increment(value);
+    } else {
+      histogram(series, index).Observe(value / static_cast<double>(d.unit_divisor));
+    }
   }
 }
 
-void Metrics::observe_states(const StatesTable& table, const unsigned char* data) {
-  uint64_t old_state = read_unsigned(data, table.oldstate.offset, table.oldstate.size);
-  uint64_t new_state = read_unsigned(data, table.newstate.offset, table.newstate.size);
-  // Values outside tcp_states.h share slot 0, which no state uses.
-  if (old_state >= kStates) old_state = 0;
-  if (new_state >= kStates) new_state = 0;
-  const size_t family = family_index(read_unsigned(data, table.family.offset, table.family.size));
-  const size_t slot = dport_slot(table.dport, data);
-  transition_counter(old_state, new_state, family, slot, table.dport.has_value()).Increment();
-
-  // delta_us is 0 when the tracer did not see the socket enter its old
-  // state (the first transition of a new socket, or one older than the
-  // tracer): no duration to observe.
-  const uint64_t delta_us = read_unsigned(data, table.delta_us.offset, table.delta_us.size);
-  if (delta_us == 0) return;
-  duration_histogram(old_state).Observe(static_cast<double>(delta_us) / 1e6);
+// The kernel's index covers the labels that are not opt-in; an opt-in
+// label in use (which makes the host count, so this does not happen)
+// would be "other".
+size_t Metrics::kernel_to_host_index(const Series& series, size_t kernel_index) const {
+  const MetricDeclaration& d = series.bound.declaration;
+  std::vector<size_t> slots(d.labels.size(), 0);
+  for (size_t i = d.labels.size(); i-- > 0;) {
+    if (d.labels[i].opt_in) continue;
+    const size_t n = label_slots(d.labels[i], 0);
+    slots[i] = kernel_index % n;
+    kernel_index /= n;
+  }
+  size_t index = 0;
+  for (size_t j = 0; j < series.active.size(); ++j) {
+    const size_t label = series.active[j];
+    const size_t slot = d.labels[label].opt_in ? series.radix[j] - 1 : slots[label];
+    index = index * series.radix[j] + slot;
+  }
+  return index;
 }
 
-void Metrics::observe_connlat(const ConnlatTable& table, const unsigned char* data) {
-  const size_t outcome = outcome_index(read_unsigned(data, table.outcome.offset, table.outcome.size));
-  const size_t family = family_index(read_unsigned(data, table.family.offset, table.family.size));
-  const size_t slot = dport_slot(table.dport, data);
-  const bool labelled = table.dport.has_value();
-  connect_counter(outcome, slot, labelled).Increment();
-  const uint64_t latency_us = read_unsigned(data, table.latency_us.offset, table.latency_us.size);
-  latency_histogram(outcome, family, slot, labelled).Observe(static_cast<double>(latency_us) / 1e6);
+void Metrics::add_kernel_counter(size_t metric, size_t index, uint64_t count) {
+  if (metric >= series_.size() || series_[metric]->counter_family == nullptr || count == 0) return;
+  Series& series = *series_[metric];
+  const size_t host_index = kernel_to_host_index(series, index);
+  if (host_index >= series.counters.size()) return;
+  counter(series, host_index).Increment(static_cast<double>(count));
 }
 
-void Metrics::add_transitions(size_t old_state, size_t new_state, size_t family, uint64_t count) {
-  if (transitions_ == nullptr || count == 0) return;
-  if (old_state >= kStates) old_state = 0;
-  if (new_state >= kStates) new_state = 0;
-  transition_counter(old_state, new_state, family < 2 ? family : 2, 0, false).Increment(static_cast<double>(count));
-}
-
-void Metrics::add_state_durations(size_t state, const std::vector<double>& bucket_increments, double sum_seconds) {
-  if (state_durations_ == nullptr) return;
-  duration_histogram(state < kStates ? state : 0).ObserveMultiple(bucket_increments, sum_seconds);
-}
-
-void Metrics::add_connects(size_t outcome, size_t family, const std::vector<double>& bucket_increments,
-                           double sum_seconds) {
-  if (connects_ == nullptr) return;
-  double count = 0;
-  for (double n : bucket_increments) count += n;
-  if (count == 0) return;
-  const size_t index = outcome_index(outcome);
-  connect_counter(index, 0, false).Increment(count);
-  latency_histogram(index, family < 2 ? family : 2, 0, false).ObserveMultiple(bucket_increments, sum_seconds);
+void Metrics::add_kernel_histogram(size_t metric, size_t index, const std::vector<double>& bucket_increments,
+                                   double sum) {
+  if (metric >= series_.size() || series_[metric]->histogram_family == nullptr) return;
+  Series& series = *series_[metric];
+  if (bucket_increments.size() != series.bounds.size() + 1) return;
+  const size_t host_index = kernel_to_host_index(series, index);
+  if (host_index >= series.histograms.size()) return;
+  histogram(series, host_index).ObserveMultiple(bucket_increments, sum);
 }
 
 void Metrics::add_events(uint64_t count) { events_->Increment(static_cast<double>(count)); }

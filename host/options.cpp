@@ -5,6 +5,7 @@
 #define CXXOPTS_VECTOR_DELIMITER '\0'
 #include <cxxopts.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <type_traits>
 #include <cmath>
@@ -48,8 +49,9 @@ cxxopts::Options make_parser() {
       ("metrics", "serve Prometheus metrics at http://ADDR/metrics (IP:PORT, e.g. 127.0.0.1:9464)",
        cxxopts::value<std::string>(), "ADDR")
       ("output", "event lines on stdout: json (default) or none", cxxopts::value<std::string>(), "KIND")
-      ("metrics-label", "add an opt-in label to the metrics: dport", cxxopts::value<std::string>(), "LABEL")
-      ("metrics-label-limit", "distinct values the opt-in label keeps before folding the rest into \"other\" "
+      ("metrics-label", "add an opt-in label the program declares (e.g. dport); repeatable",
+       cxxopts::value<std::vector<std::string>>(), "LABEL")
+      ("metrics-label-limit", "distinct values an opt-in label keeps before folding the rest into \"other\" "
        "(default 10, at most 100)", cxxopts::value<std::string>(), "N")
       ("aggregate", "where --metrics counts: auto (the kernel with --output none, when the program can), kernel "
        "or host", cxxopts::value<std::string>(), "WHERE")
@@ -147,7 +149,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
                                "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
                                "program-file", "list", "print-source", "watch", "record-raw", "buffer", "metrics", "output",
-                               "metrics-label", "metrics-label-limit", "aggregate"}) {
+                               "metrics-label-limit", "aggregate"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
@@ -230,22 +232,26 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       }
     }
     if (parsed.count("metrics-label")) {
-      const std::string text = parsed["metrics-label"].as<std::string>();
-      // Only labels with a bounded, useful set of values are offered; pid,
-      // addresses and source ports would make a series per connection.
-      if (text != "dport") return usage_error("--metrics-label: '" + text + "' is not one of dport");
-      options.metrics_dport_label = true;
+      // Which labels a program offers is its own declaration, checked once
+      // its source is read.
+      for (const std::string& text : parsed["metrics-label"].as<std::vector<std::string>>()) {
+        if (!is_macro_name(text)) return usage_error("--metrics-label: '" + text + "' is not a label name");
+        if (std::find(options.metrics_labels.begin(), options.metrics_labels.end(), text) ==
+            options.metrics_labels.end()) {
+          options.metrics_labels.push_back(text);
+        }
+      }
     }
     if (parsed.count("metrics-label-limit")) {
       const std::string text = parsed["metrics-label-limit"].as<std::string>();
       auto limit = parse_number<size_t>("metrics-label-limit", text);
       if (!limit) return std::move(limit).take_error();
-      if (*limit < 1 || *limit > kMaxDportLimit) {
+      if (*limit < 1 || *limit > kMaxLabelLimit) {
         return usage_error("--metrics-label-limit: '" + text + "' must be from 1 to " +
-                           std::to_string(kMaxDportLimit));
+                           std::to_string(kMaxLabelLimit));
       }
-      if (!options.metrics_dport_label) return usage_error("--metrics-label-limit needs --metrics-label");
-      options.metrics_dport_limit = *limit;
+      if (options.metrics_labels.empty()) return usage_error("--metrics-label-limit needs --metrics-label");
+      options.metrics_label_limit = *limit;
     }
     if (parsed.count("aggregate")) {
       const std::string text = parsed["aggregate"].as<std::string>();
@@ -305,7 +311,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     return usage_error("--watch runs a program; it does not go with --check or --print-source");
   }
   if (options.check && options.print_source) return usage_error("--check and --print-source exclude each other");
-  if (options.metrics_dport_label && !options.metrics) return usage_error("--metrics-label needs --metrics ADDR");
+  if (!options.metrics_labels.empty() && !options.metrics) return usage_error("--metrics-label needs --metrics ADDR");
   if (options.metrics && (options.check || options.print_source)) {
     return usage_error("--metrics serves a running program; it does not go with --check or --print-source");
   }
@@ -341,7 +347,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
 }
 
 std::string option_needing_events_in_host(const Options& options) {
-  if (options.metrics_dport_label) return "--metrics-label";  // folding ports needs each event's port
+  if (!options.metrics_labels.empty()) return "--metrics-label";  // folding ports needs each event's port
   if (options.count) return "--count";
   if (options.record_raw) return "--record-raw";
   if (options.buffer != Options::Buffer::automatic) return "--buffer";

@@ -38,8 +38,8 @@ struct Options {
   std::optional<std::string> record_raw;    // --record-raw FILE
   std::optional<MetricsAddress> metrics;    // --metrics ADDR
   enum class Output { json, none } output = Output::json;  // --output
-  bool metrics_dport_label = false;         // --metrics-label dport
-  size_t metrics_dport_limit = kDefaultDportLimit;  // --metrics-label-limit
+  std::vector<std::string> metrics_labels;  // --metrics-label, opt-in labels by name
+  size_t metrics_label_limit = kDefaultLabelLimit;  // --metrics-label-limit
   // --aggregate: where --metrics counts. automatic: in the kernel when
   // nothing needs the events in the host (--output none, no --metrics-label,
   // --count, --record-raw or --buffer) and the program can; else the host.

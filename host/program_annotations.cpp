@@ -53,19 +53,6 @@ Result<ProgramAnnotations> parse_program_annotations(std::string_view source) {
     return {};
   });
   if (!filters) return std::move(filters).take_error();
-  Status aggregate =
-      for_each_annotation_word(source, "tcptrace:aggregate", [&](std::string_view word, size_t line) -> Status {
-        if (word == "states") {
-          annotations.aggregates_states = true;
-        } else if (word == "connlat") {
-          annotations.aggregates_connlat = true;
-        } else {
-          return runtime_error("line " + std::to_string(line) + ": unknown metric set '" + std::string(word) +
-                               "' to aggregate (known: states, connlat)");
-        }
-        return {};
-      });
-  if (!aggregate) return std::move(aggregate).take_error();
   Status seed = for_each_annotation_word(source, "tcptrace:seed", [&](std::string_view word, size_t line) -> Status {
     const std::string where = "line " + std::to_string(line) + ": tcptrace:seed '" + std::string(word) + "': ";
     const size_t eq = word.find('=');

@@ -10,7 +10,8 @@
 //   // tcptrace:buffers ringbuf perf
 //       The program can write to a ring buffer or to perf buffers; the host
 //       defines TCPTRACE_RINGBUF=1 (and TCPTRACE_RINGBUF_PAGES) for the
-//       ring buffer (--buffer). A program that counts the submits that
+//       ring buffer (--buffer). (Tables declared with tcptrace:output
+//       have both variants without this line.) A program that counts the submits that
 //       failed (a full ring or perf buffer) in a per-CPU u64 array
 //       `tcptrace_lost` has them reported from there; without it, a perf
 //       buffer's own lost records are reported (they arrive only once a
@@ -19,11 +20,9 @@
 //       The filter options the program honours (filters/tcptrace_filter.h);
 //       giving any other filter option is a usage error rather than a filter
 //       silently ignored. Without this line, no filter options are accepted.
-//   // tcptrace:aggregate states connlat
-//       The program has a TCPTRACE_AGGREGATE variant that counts its events
-//       in the kernel, in the maps kernel_aggregation.h names for these
-//       metric sets, instead of sending them (--aggregate; the default with
-//       --output none --metrics).
+//   // tcptrace:output TABLE STRUCT    and    // tcptrace:metric ...
+//       The output tables whose submit code the host writes, and the
+//       metrics the program declares: metric_declarations.h.
 //   // tcptrace:seed tcp-listeners=MAP tcp-connections=MAP
 //       Before "ready", the host fills these maps with the owners of the
 //       sockets that existed before the tracer (filters/tcptrace_owner.h
@@ -55,10 +54,7 @@ struct ProgramAnnotations {
   std::vector<AttachMethod> attach_methods;  // empty: no variants
   std::vector<std::string> filters;          // option names without "--"
   bool ring_buffer_capable = false;          // tcptrace:buffers lists ringbuf
-  bool aggregates_states = false;            // tcptrace:aggregate lists states
-  bool aggregates_connlat = false;           // tcptrace:aggregate lists connlat
   std::vector<SeedDeclaration> seeds;        // tcptrace:seed, one per kind at most
-  bool aggregation_capable() const { return aggregates_states || aggregates_connlat; }
   bool honours(std::string_view filter) const;
 };
 

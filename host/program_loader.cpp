@@ -58,6 +58,21 @@ Result<bcc::LoadedFunction> load_function(const bcc::Program& program, const Pro
   return error;
 }
 
+// Errors of several lines (one per mistake in a program's declarations):
+// each but the last is reported here, the last travels up as the error.
+Error report_all_but_last(Error error) {
+  const size_t last = error.message.rfind('\n');
+  if (last == std::string::npos) return error;
+  size_t start = 0;
+  while (start < last) {
+    const size_t end = error.message.find('\n', start);
+    report(std::string_view(error.message).substr(start, end - start));
+    start = end + 1;
+  }
+  error.message = error.message.substr(last + 1);
+  return error;
+}
+
 struct Compiled {
   bcc::Program program;
   std::optional<MergedHeaderTree> headers;
@@ -111,58 +126,42 @@ Result<UniqueFd> duplicate_map_fd(int fd, const std::string& name) {
   return own;
 }
 
-// Our own fds of the maps a kernel-aggregating program declared, checked
-// against the contract in kernel_aggregation.h.
-Result<AggregateMaps> take_aggregate_maps(const bcc::Program& program, const BuildPlan& plan) {
-  AggregateMaps maps;
-  const auto take = [&](const char* name, size_t entries, size_t words, UniqueFd& fd) -> Status {
-    if (!program.has_table(name)) {
-      return runtime_error(plan.source.path + ": with TCPTRACE_AGGREGATE the program declares no map '" + name +
-                           "' (kernel_aggregation.h)");
-    }
+// Our own fds of the arrays the generated counting code declared
+// (kernel_counting.h), checked against the layout it was generated with.
+Result<KernelCounts> take_kernel_counts(const bcc::Program& program, const BuildPlan& plan) {
+  KernelCounts counts{{}, {}, KernelCountFeed(plan.declarations.metrics)};
+  const auto take = [&](const std::string& name, size_t entries, size_t words) -> Result<UniqueFd> {
+    if (!program.has_table(name)) return runtime_error(plan.source.path + ": no map '" + name + "' after compiling");
     auto own = duplicate_map_fd(program.table_fd(name), name);
     if (!own) return std::move(own).take_error();
-    fd = std::move(own).value();
-    if (Status s = bcc::check_percpu_array(fd.get(), name, entries, words); !s) {
+    if (Status s = bcc::check_percpu_array(own->get(), name, entries, words); !s) {
       return runtime_error(plan.source.path + ": " + s.error().message);
     }
-    return {};
+    return own;
   };
-  using namespace aggregate;
-  if (plan.annotations.aggregates_states) {
-    if (Status s = take(kTransitionsMap, transitions_entries(), 1, maps.transitions); !s) {
-      return std::move(s).take_error();
-    }
-    if (Status s = take(kStateDurationMap, state_duration_entries(), state_duration_words(), maps.state_duration);
-        !s) {
-      return std::move(s).take_error();
-    }
+  for (size_t k = 0; k < plan.declarations.metrics.size(); ++k) {
+    const MetricDeclaration& m = plan.declarations.metrics[k];
+    auto fd = take(kernel_map_name(k), kernel_entries(m), kernel_words(m));
+    if (!fd) return std::move(fd).take_error();
+    counts.metric_maps.push_back(std::move(fd).value());
   }
-  if (plan.annotations.aggregates_connlat) {
-    if (Status s = take(kConnectLatencyMap, connect_latency_entries(), connect_latency_words(), maps.connect_latency);
-        !s) {
-      return std::move(s).take_error();
-    }
-  }
-  return maps;
+  auto counted = take(kCountedMap, 1, 1);
+  if (!counted) return std::move(counted).take_error();
+  counts.counted = std::move(counted).value();
+  return counts;
 }
 
 }  // namespace
 
-AggregateSnapshot read_aggregate_maps(const AggregateMaps& maps) {
-  using namespace aggregate;
-  AggregateSnapshot snapshot;
-  if (maps.transitions.valid()) {
-    snapshot.transitions = bcc::read_percpu_array_sums(maps.transitions.get(), transitions_entries(), 1);
+KernelCountSnapshot read_kernel_counts(const KernelCounts& counts) {
+  KernelCountSnapshot snapshot;
+  const std::vector<MetricDeclaration>& metrics = counts.feed.metrics();
+  for (size_t k = 0; k < counts.metric_maps.size() && k < metrics.size(); ++k) {
+    snapshot.metrics.push_back(bcc::read_percpu_array_sums(counts.metric_maps[k].get(), kernel_entries(metrics[k]),
+                                                           kernel_words(metrics[k])));
   }
-  if (maps.state_duration.valid()) {
-    snapshot.state_duration =
-        bcc::read_percpu_array_sums(maps.state_duration.get(), state_duration_entries(), state_duration_words());
-  }
-  if (maps.connect_latency.valid()) {
-    snapshot.connect_latency =
-        bcc::read_percpu_array_sums(maps.connect_latency.get(), connect_latency_entries(), connect_latency_words());
-  }
+  const std::vector<uint64_t> counted = bcc::read_percpu_array_sums(counts.counted.get(), 1, 1);
+  snapshot.counted = counted.empty() ? 0 : counted.front();
   return snapshot;
 }
 
@@ -176,6 +175,19 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
   auto annotations = parse_program_annotations(plan.source.text);
   if (!annotations) return runtime_error(plan.source.path + ": " + annotations.error().message);
   plan.annotations = std::move(annotations).value();
+  auto declarations = parse_program_declarations(plan.source.text, plan.source.path, plan.hints);
+  if (!declarations) return report_all_but_last(std::move(declarations).take_error());
+  plan.declarations = std::move(declarations).value();
+  for (const std::string& wanted : options.metrics_labels) {
+    bool offered = false;
+    for (const MetricDeclaration& metric : plan.declarations.metrics) {
+      for (const MetricLabel& label : metric.labels) offered |= label.opt_in && label.name == wanted;
+    }
+    if (!offered) {
+      return usage_error("--metrics-label " + wanted + ": program " + plan.name +
+                         " declares no opt-in label of that name (a 'labels=..." + wanted + "?' in a tcptrace:metric line)");
+    }
+  }
   for (const std::string& filter : options.filters_given) {
     if (!plan.annotations.honours(filter)) {
       return usage_error("--" + std::string(filter == "family" ? "ipv4/--ipv6" : filter) + ": program " +
@@ -216,13 +228,15 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
 
   // Where --metrics counts: in the kernel when asked, or by default when
   // nothing needs the events in the host and the program can (measured
-  // cheaper: kernel_aggregation.h). options.cpp has refused the
-  // combinations that cannot work with an explicit --aggregate kernel.
-  const bool kernel_capable = plan.annotations.aggregation_capable();
+  // cheaper: docs/performance.md). options.cpp has refused the combinations
+  // that cannot work with an explicit --aggregate kernel.
+  const bool kernel_capable = !plan.declarations.outputs.empty() && !plan.declarations.metrics.empty();
   if (options.aggregate == Options::Aggregate::kernel) {
     if (!kernel_capable) {
-      return usage_error("--aggregate kernel: program " + plan.name +
-                         " cannot count in the kernel (it has no 'tcptrace:aggregate' line)");
+      return usage_error("--aggregate kernel: program " + plan.name + " cannot count in the kernel (" +
+                         (plan.declarations.metrics.empty() ? "it declares no tcptrace:metric"
+                                                            : "it has no 'tcptrace:output' line") +
+                         ")");
     }
     plan.aggregate_in_kernel = true;
   } else if (options.aggregate == Options::Aggregate::automatic) {
@@ -230,14 +244,14 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
                                option_needing_events_in_host(options).empty();
   }
   if (plan.aggregate_in_kernel) {
-    const std::vector<std::string> flags = aggregation_cflags();
-    plan.cflags.insert(plan.cflags.end(), flags.begin(), flags.end());
+    plan.text = replace_output_lines(plan.source.text, plan.declarations, OutputVariant::kernel_counts, 0);
     return plan;  // no output buffers to choose
   }
 
   // Output buffers: a ring buffer when the program can use one and the
   // kernel has them (auto), or as asked.
-  if (plan.annotations.ring_buffer_capable) {
+  size_t ring_pages = 0;
+  if (plan.annotations.ring_buffer_capable || !plan.declarations.outputs.empty()) {
     const bool verify_only = options.check || options.print_source;
     if (options.buffer == Options::Buffer::ring && !verify_only) {
       const MethodSupport ring = probe_ring_buffer_support();
@@ -254,13 +268,17 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
       size_t pages = 1;
       const size_t wanted = static_cast<size_t>(options.buffer_pages) * bcc::online_cpus().size();
       while (pages < wanted) pages <<= 1;
+      ring_pages = pages;
       plan.cflags.push_back("-DTCPTRACE_RINGBUF=1");
       plan.cflags.push_back("-DTCPTRACE_RINGBUF_PAGES=" + std::to_string(pages));
     }
   } else if (options.buffer == Options::Buffer::ring) {
     return usage_error("--buffer ringbuf: program " + plan.name +
-                       " has no ring buffer variant (no 'tcptrace:buffers ringbuf' line)");
+                       " has no ring buffer variant (no 'tcptrace:buffers ringbuf' or 'tcptrace:output' line)");
   }
+  plan.text = replace_output_lines(plan.source.text, plan.declarations,
+                                   plan.ring_buffer ? OutputVariant::ring_buffer : OutputVariant::perf_buffer,
+                                   ring_pages);
   return plan;
 }
 
@@ -271,14 +289,14 @@ std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& h
     text += "//   kernel headers " + headers.tree->build_dir +
             (headers.tree->single_tree() ? "" : " + " + headers.tree->source_dir) + " (BCC_KERNEL_SOURCE)\n";
   }
-  text += plan.source.text;
+  text += plan.text;
   if (!text.empty() && text.back() != '\n') text.push_back('\n');
   return text;
 }
 
 Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const HeaderChoice& headers,
                                                         const std::string& running_release, const WallClock& clock) {
-  auto compiled = compile_with_headers(plan.source.text, plan.source, plan.cflags, headers, running_release);
+  auto compiled = compile_with_headers(plan.text, plan.source, plan.cflags, headers, running_release);
   if (!compiled) return std::move(compiled).take_error();
 
   // Nested structs: BCC records only "struct inner" for such a member, so
@@ -294,7 +312,7 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
       }
     }
     if (!nested.empty()) {
-      std::string text = plan.source.text;
+      std::string text = plan.text;
       if (!text.empty() && text.back() != '\n') text.push_back('\n');
       for (size_t i = 0; i < nested.size(); ++i) {
         text += "BPF_ARRAY(" + layout_table_name(i) + ", " + nested[i] + ", 1);\n";
@@ -346,14 +364,14 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
   }
 
   if (loaded->plan.aggregate_in_kernel) {
-    auto maps = take_aggregate_maps(program, loaded->plan);
-    if (!maps) return std::move(maps).take_error();
-    loaded->aggregates.emplace(std::move(maps).value());
+    auto counts = take_kernel_counts(program, loaded->plan);
+    if (!counts) return std::move(counts).take_error();
+    loaded->kernel_counts.emplace(std::move(counts).value());
   }
 
   size_t with_fields = 0;
   for (const auto& t : loaded->tables) with_fields += t.field_descriptions.empty() ? 0 : 1;
-  if (with_fields == 0 && !loaded->aggregates) {
+  if (with_fields == 0 && !loaded->kernel_counts) {
     return runtime_error(path +
                          ": the program submits no struct to a BPF_PERF_OUTPUT or BPF_RINGBUF_OUTPUT table, "
                          "so there is nothing to print");
@@ -372,6 +390,16 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
         EventDecoder::make(std::move(layout).value(), loaded->plan.hints, table.name, decoder_options, clock);
     if (!decoder) return runtime_error(path + ": " + decoder.error().message);
     loaded->decoders.emplace_back(std::move(decoder).value());
+  }
+
+  if (loaded->kernel_counts) {
+    loaded->metrics = kernel_counted_metrics(loaded->plan.declarations.metrics);
+  } else {
+    std::vector<const EventLayout*> layouts;
+    for (const auto& decoder : loaded->decoders) layouts.push_back(decoder ? &decoder->layout() : nullptr);
+    auto bound = bind_metric_fields(loaded->plan.declarations.metrics, loaded->table_names, layouts, path);
+    if (!bound) return report_all_but_last(std::move(bound).take_error());
+    loaded->metrics = std::move(bound).value();
   }
 
   loaded->probes = attach_plan(program.functions());

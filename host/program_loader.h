@@ -12,7 +12,9 @@
 #include "bcc_backend.h"
 #include "event_decoder.h"
 #include "format_hints.h"
-#include "kernel_aggregation.h"
+#include "kernel_counting.h"
+#include "metric_declarations.h"
+#include "metrics.h"
 #include "kernel_headers.h"
 #include "options.h"
 #include "program_annotations.h"
@@ -26,10 +28,12 @@ struct BuildPlan {
   ProgramSource source;
   std::vector<FormatHint> hints;
   ProgramAnnotations annotations;
+  ProgramDeclarations declarations;  // tcptrace:output and tcptrace:metric lines
+  std::string text;                  // handed to BCC: the source, output lines replaced
   std::vector<std::string> cflags;
   std::optional<AttachMethod> method;
   bool ring_buffer = false;  // TCPTRACE_RINGBUF chosen
-  bool aggregate_in_kernel = false;  // TCPTRACE_AGGREGATE chosen (kernel_aggregation.h)
+  bool aggregate_in_kernel = false;  // metrics counted in the kernel (kernel_counting.h)
   // tcptrace:seed: whether keys carry the network namespace (the kernel has
   // BTF), and if not, why not.
   bool seed_by_netns = false;
@@ -43,17 +47,16 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
 // --print-source: the exact text and flags handed to BCC.
 std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& headers);
 
-// The maps of a program aggregating in the kernel, and how much of their
-// counts has gone into the metrics so far.
-struct AggregateMaps {
-  UniqueFd transitions;      // invalid unless the program aggregates states
-  UniqueFd state_duration;
-  UniqueFd connect_latency;  // invalid unless it aggregates connlat
-  AggregateFeed feed;
+// The arrays of a program counting its metrics in the kernel, and how much
+// of their counts has gone into the metrics so far.
+struct KernelCounts {
+  std::vector<UniqueFd> metric_maps;  // tcptrace_m<k>, in declaration order
+  UniqueFd counted;                   // tcptrace_counted
+  KernelCountFeed feed;
 };
 
-// One read of the maps, summed over CPUs.
-AggregateSnapshot read_aggregate_maps(const AggregateMaps& maps);
+// One read of the arrays, summed over CPUs.
+KernelCountSnapshot read_kernel_counts(const KernelCounts& counts);
 
 // A map the host fills with socket owners before "ready" (tcptrace:seed).
 struct SeededMap {
@@ -72,7 +75,8 @@ struct LoadedProgram {
   std::vector<std::optional<EventDecoder>> decoders;
   std::vector<ProbeSpec> probes;
   std::vector<bcc::LoadedFunction> functions;
-  std::optional<AggregateMaps> aggregates;  // plan.aggregate_in_kernel
+  std::optional<KernelCounts> kernel_counts;  // plan.aggregate_in_kernel
+  std::vector<BoundMetric> metrics;           // the declared metrics, bound to tables or kernel arrays
   std::vector<SeededMap> seeded_maps;
 };
 

@@ -23,14 +23,17 @@
  * ICMP errors never reach tcp_rcv_state_process, so these methods cannot
  * report them (see README).
  *
- * Metrics only (--output none --metrics): with TCPTRACE_AGGREGATE the
- * program sends nothing and counts each connect in a per-CPU latency
- * histogram by outcome and family, which the host reads at each scrape
- * (host/kernel_aggregation.h).
+ * Metrics (--metrics): connects by outcome, and their latency by outcome
+ * and family, counted from the events in the host or, with --output none,
+ * in the kernel by code the host generates from these declarations.
  *
- * tcptrace:aggregate connlat
+ * tcptrace:metric counter tcptrace_tcp_connects_total labels=outcome,dport? \
+ *     help="Active TCP connects that ended, by outcome"
+ * tcptrace:metric histogram tcptrace_tcp_connect_latency_seconds value=latency_us unit=us \
+ *     buckets=50us,100us,250us,500us,1ms,2.5ms,5ms,10ms,25ms,50ms,100ms,250ms,500ms,1s,2.5s,5s,10s \
+ *     labels=outcome,family,dport? \
+ *     help="Time from connect() until the connection was established or failed"
  * tcptrace:attach kfunc kprobe tracepoint
- * tcptrace:buffers ringbuf perf
  * tcptrace:filters sport dport family pid min-us no-failures
  * tcptrace:format saddr=ip(family) daddr=ip(family) outcome=enum(established,refused,timeout,unreachable,reset,failed)
  */
@@ -86,73 +89,10 @@ struct event {
     s32 errno;
 };
 
-#ifndef TCPTRACE_AGGREGATE
-#define TCPTRACE_AGGREGATE 0
-#endif
-
-/* Output: counts in the kernel (TCPTRACE_AGGREGATE); else a ring buffer
- * where the kernel has them (Linux 5.8+; one buffer
- * shared by all CPUs keeps every socket's events in order and wakes the
- * reader only when it has caught up), per-CPU perf buffers otherwise. The
- * host picks with TCPTRACE_RINGBUF (--buffer). A full buffer of either kind
- * drops the event, and the program counts every submit that fails in
- * tcptrace_lost, which the host reports as lost events: a perf buffer's own
- * record of its losses reaches the reader only once a later sample fits
- * (perf_output_begin() writes it ahead of the next record), so losses before
- * a quiet period or exit would go unreported. (BCC rewrites map calls only
- * in the program's own file, so this helper cannot live in a shared header.) */
-#if TCPTRACE_AGGREGATE
-/* Per-CPU, so no atomics: the host sums the CPUs. Index outcome * 2 + IPv6. */
-struct connect_latency_histogram {
-    u64 buckets[TCPTRACE_CONNECT_LATENCY_BUCKETS]; /* not cumulative; last: +Inf */
-    u64 sum_us;
-};
-BPF_PERCPU_ARRAY(tcptrace_agg_connect_latency, struct connect_latency_histogram, 16 * 2);
-#elif TCPTRACE_RINGBUF
-BPF_RINGBUF_OUTPUT(events, TCPTRACE_RINGBUF_PAGES);
-/* Wake-up batching: the reader is woken for every TCPTRACE_WAKEUP_EVERY-th
- * event of a CPU (BPF_RB_FORCE_WAKEUP) and not for the others
- * (BPF_RB_NO_WAKEUP); it polls every 100 ms anyway, which bounds the wait. */
-BPF_PERCPU_ARRAY(tcptrace_unannounced, u32, 1);
-#else
-BPF_PERF_OUTPUT(events);
-#endif
-#if !TCPTRACE_AGGREGATE
-BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
-#endif
-
-static __always_inline void submit_event(void *ctx, struct event *e)
-{
-#if TCPTRACE_AGGREGATE
-    u32 index = (e->outcome & 15) * 2 + (e->family == 6);
-    struct connect_latency_histogram *histogram = tcptrace_agg_connect_latency.lookup(&index);
-    if (!histogram)
-        return;
-    u32 bucket = TCPTRACE_CONNECT_LATENCY_BUCKET(e->latency_us);
-    if (bucket < TCPTRACE_CONNECT_LATENCY_BUCKETS)
-        histogram->buckets[bucket] += 1;
-    histogram->sum_us += e->latency_us;
-#else
-#if TCPTRACE_RINGBUF
-    u32 zero = 0;
-    u64 flags = BPF_RB_NO_WAKEUP;
-    u32 *unannounced = tcptrace_unannounced.lookup(&zero);
-    if (unannounced && ++*unannounced >= TCPTRACE_WAKEUP_EVERY) {
-        *unannounced = 0;
-        flags = BPF_RB_FORCE_WAKEUP;
-    }
-    if (events.ringbuf_output(e, sizeof(*e), flags) == 0)
-        return;
-#else
-    if (events.perf_submit(ctx, e, sizeof(*e)) == 0)
-        return;
-#endif
-    u32 first = 0;
-    u64 *lost = tcptrace_lost.lookup(&first);
-    if (lost)
-        *lost += 1;
-#endif
-}
+/* The host writes this table's declaration and tcptrace_submit_events(): a
+ * ring buffer or perf buffers as --buffer chooses (losses counted), or the
+ * in-kernel counting of the metrics declared above. */
+/* tcptrace:output events event */
 
 /* Who called connect(), and when. */
 struct connect_start {
@@ -276,7 +216,7 @@ static __always_inline int on_segment(void *ctx, struct sock *sk, struct sk_buff
     __builtin_memset(&e, 0, sizeof(e));
     read_socket(&e, sk);
     if (finish_event(&e, start, bpf_ktime_get_ns(), error != 0, error))
-        submit_event(ctx, &e);
+        tcptrace_submit_events(ctx, &e);
     connects.delete(&skaddr);
     return 0;
 }
@@ -351,7 +291,7 @@ BPF_PERCPU_ARRAY(recent_errors, struct recent_error, 1);
 static __always_inline void send_pending(void *ctx, struct pending_failure *pending)
 {
     if (!FILTER_NO_FAILURES)
-        submit_event(ctx, &pending->e);
+        tcptrace_submit_events(ctx, &pending->e);
     pending->waiting = 0;
 }
 
@@ -398,7 +338,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 
     if (newstate == CONNLAT_TCP_ESTABLISHED) {
         if (finish_event(&e, start, now, 0, 0))
-            submit_event(args, &e);
+            tcptrace_submit_events(args, &e);
         connects.delete(&skaddr);
         return 0;
     }
@@ -416,7 +356,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (!wanted)
         return 0;
     if (error != 0) {
-        submit_event(args, &e);
+        tcptrace_submit_events(args, &e);
     } else if (pending) {
         pending->e = e;
         pending->waiting = 1;

@@ -43,13 +43,18 @@
  *     owners from the kernel's socket table before "ready" (tcptrace:seed,
  *     tcptrace_owner.h), keyed by namespace, addresses and ports.
  *
- * Metrics only (--output none --metrics): with TCPTRACE_AGGREGATE the
- * program sends nothing and counts in per-CPU arrays the host reads at each
- * scrape (host/kernel_aggregation.h): transitions by old state, new state
- * and family, and the time spent in the old state as a histogram.
+ * Metrics (--metrics): transitions by old state, new state and family, and
+ * the time spent in the old state, counted from the events in the host or,
+ * with --output none, in the kernel by code the host generates from these
+ * declarations (README, "Declaring metrics"). A transition whose start was
+ * not seen (delta_us 0) has no duration to observe.
  *
- * tcptrace:aggregate states
- * tcptrace:buffers ringbuf perf
+ * tcptrace:metric counter tcptrace_tcp_state_transitions_total \
+ *     labels=old_state:oldstate,new_state:newstate,family,dport? \
+ *     help="TCP state changes, by old and new state and address family"
+ * tcptrace:metric histogram tcptrace_tcp_state_duration_seconds value=delta_us unit=us \
+ *     buckets=100us,1ms,10ms,100ms,1s,10s,60s,300s,900s,3600s labels=state:oldstate when=delta_us!=0 \
+ *     help="Time a socket spent in a TCP state before leaving it (transitions whose start the tracer did not see are not observed)"
  * tcptrace:filters sport dport family pid
  * tcptrace:format skaddr=hex saddr=ip(family) daddr=ip(family) oldstate=tcp_state newstate=tcp_state
  * tcptrace:format pid=optional comm=optional
@@ -88,82 +93,10 @@ struct event {
     u64 delta_us;
 };
 
-#ifndef TCPTRACE_AGGREGATE
-#define TCPTRACE_AGGREGATE 0
-#endif
-
-/* Output: counts in the kernel (TCPTRACE_AGGREGATE); else a ring buffer
- * where the kernel has them (Linux 5.8+; one buffer
- * shared by all CPUs keeps every socket's events in order and wakes the
- * reader only when it has caught up), per-CPU perf buffers otherwise. The
- * host picks with TCPTRACE_RINGBUF (--buffer). A full buffer of either kind
- * drops the event, and the program counts every submit that fails in
- * tcptrace_lost, which the host reports as lost events: a perf buffer's own
- * record of its losses reaches the reader only once a later sample fits
- * (perf_output_begin() writes it ahead of the next record), so losses before
- * a quiet period or exit would go unreported. (BCC rewrites map calls only
- * in the program's own file, so this helper cannot live in a shared header.) */
-#if TCPTRACE_AGGREGATE
-/* Per-CPU, so no atomics: the host sums the CPUs. 16 = 4-bit state values. */
-BPF_PERCPU_ARRAY(tcptrace_agg_transitions, u64, 16 * 16 * 2);
-struct state_duration_histogram {
-    u64 buckets[TCPTRACE_STATE_DURATION_BUCKETS]; /* not cumulative; last: +Inf */
-    u64 sum_us;
-};
-BPF_PERCPU_ARRAY(tcptrace_agg_state_duration, struct state_duration_histogram, 16);
-#elif TCPTRACE_RINGBUF
-BPF_RINGBUF_OUTPUT(events, TCPTRACE_RINGBUF_PAGES);
-/* Wake-up batching: the reader is woken for every TCPTRACE_WAKEUP_EVERY-th
- * event of a CPU (BPF_RB_FORCE_WAKEUP) and not for the others
- * (BPF_RB_NO_WAKEUP); it polls every 100 ms anyway, which bounds the wait. */
-BPF_PERCPU_ARRAY(tcptrace_unannounced, u32, 1);
-#else
-BPF_PERF_OUTPUT(events);
-#endif
-#if !TCPTRACE_AGGREGATE
-BPF_PERCPU_ARRAY(tcptrace_lost, u64, 1);
-#endif
-
-static __always_inline void submit_event(void *ctx, struct event *e)
-{
-#if TCPTRACE_AGGREGATE
-    u32 oldstate = e->oldstate & 15;
-    u32 index = (oldstate * 16 + (e->newstate & 15)) * 2 + (e->family == 6);
-    u64 *count = tcptrace_agg_transitions.lookup(&index);
-    if (count)
-        *count += 1;
-    /* delta_us is 0 when the socket's entry into its old state was not seen:
-     * no duration, as on the host-side path (host/metrics.cpp). */
-    if (e->delta_us == 0)
-        return;
-    struct state_duration_histogram *histogram = tcptrace_agg_state_duration.lookup(&oldstate);
-    if (!histogram)
-        return;
-    u32 bucket = TCPTRACE_STATE_DURATION_BUCKET(e->delta_us);
-    if (bucket < TCPTRACE_STATE_DURATION_BUCKETS)
-        histogram->buckets[bucket] += 1;
-    histogram->sum_us += e->delta_us;
-#else
-#if TCPTRACE_RINGBUF
-    u32 zero = 0;
-    u64 flags = BPF_RB_NO_WAKEUP;
-    u32 *unannounced = tcptrace_unannounced.lookup(&zero);
-    if (unannounced && ++*unannounced >= TCPTRACE_WAKEUP_EVERY) {
-        *unannounced = 0;
-        flags = BPF_RB_FORCE_WAKEUP;
-    }
-    if (events.ringbuf_output(e, sizeof(*e), flags) == 0)
-        return;
-#else
-    if (events.perf_submit(ctx, e, sizeof(*e)) == 0)
-        return;
-#endif
-    u32 first = 0;
-    u64 *lost = tcptrace_lost.lookup(&first);
-    if (lost)
-        *lost += 1;
-#endif
-}
+/* The host writes this table's declaration and tcptrace_submit_events(): a
+ * ring buffer or perf buffers as --buffer chooses (losses counted), or the
+ * in-kernel counting of the metrics declared above. */
+/* tcptrace:output events event */
 
 /* One entry per live socket: when it entered its current state and who
  * owns it (pid 0: unknown). LRU, so sockets whose CLOSE the tracer missed
@@ -355,6 +288,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     e.dport = dport;
     e.oldstate = oldstate;
     e.newstate = newstate;
-    submit_event(args, &e);
+    tcptrace_submit_events(args, &e);
     return 0;
 }

@@ -132,24 +132,6 @@ TEST(ProgramAnnotations, Buffers) {
   EXPECT_NE(bad.error().message.find("unknown buffer kind 'shm'"), std::string::npos);
 }
 
-TEST(ProgramAnnotations, Aggregate) {
-  auto both = parse_program_annotations("// tcptrace:aggregate states connlat\n");
-  ASSERT_TRUE(both);
-  EXPECT_TRUE(both->aggregates_states);
-  EXPECT_TRUE(both->aggregates_connlat);
-  EXPECT_TRUE(both->aggregation_capable());
-  auto states = parse_program_annotations("/*\n * tcptrace:aggregate states\n */\n");
-  ASSERT_TRUE(states);
-  EXPECT_TRUE(states->aggregates_states);
-  EXPECT_FALSE(states->aggregates_connlat);
-  auto none = parse_program_annotations("// tcptrace:buffers perf\n");
-  ASSERT_TRUE(none);
-  EXPECT_FALSE(none->aggregation_capable());
-  auto bad = parse_program_annotations("\n// tcptrace:aggregate states retransmits\n");
-  ASSERT_FALSE(bad);
-  EXPECT_EQ(bad.error().message, "line 2: unknown metric set 'retransmits' to aggregate (known: states, connlat)");
-}
-
 TEST(ProgramAnnotations, Seed) {
   auto both = parse_program_annotations("/*\n * tcptrace:seed tcp-listeners=listeners tcp-connections=known_2\n */\n");
   ASSERT_TRUE(both) << both.error().message;

@@ -201,7 +201,7 @@ TEST(MetricsExport, OutputNoneAggregatesInTheKernelByDefault) {
   ConnlatMetricsRun run;
   ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
   EXPECT_EQ(aggregation_of(scrape(run.metrics_port)), "kernel");
-  EXPECT_NE(run.tool->stderr_text().find("(connlat metrics counted in the kernel, and health)"), std::string::npos)
+  EXPECT_NE(run.tool->stderr_text().find("(tcptrace_tcp_connects_total, tcptrace_tcp_connect_latency_seconds counted in the kernel, and health)"), std::string::npos)
       << run.tool->stderr_text();
   EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
 
@@ -566,8 +566,9 @@ TEST(MetricsExport, WatchKeepsTheCountsOfTheReplacedVersion) {
 }
 
 // A program file that cannot count in the kernel: with --aggregate kernel a
-// usage error before anything compiles; one that claims to but lacks the
-// maps, a runtime error naming the map; both leave nothing loaded.
+// usage error before anything compiles, naming what it lacks; a metric
+// declared on a field its events do not have, a runtime error at the
+// declaration's line; each leaves nothing loaded.
 TEST(MetricsExport, AggregateKernelNeedsAProgramThatCan) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   TempDir dir;
@@ -583,22 +584,28 @@ TEST(MetricsExport, AggregateKernelNeedsAProgramThatCan) {
   const fs::path plain = dir.path() / "plain.bpf.c";
   const fs::path claims = dir.path() / "claims.bpf.c";
   std::ofstream(plain) << source;
-  std::ofstream(claims) << "// tcptrace:aggregate connlat\n" << source;
+  std::ofstream(claims) << "// tcptrace:metric counter t_total labels=nosuch help=\"events\"\n" << source;
   const std::set<uint32_t> programs_before = loaded_bpf_program_ids();
 
   ToolProcess refused({"--program-file", plain.string(), "--metrics", "127.0.0.1:0", "--output", "none",
                        "--aggregate", "kernel"});
   EXPECT_EQ(refused.wait_exit(scaled(120s)), 2);
   EXPECT_EQ(refused.stderr_text(),
-            "tcptrace-bcc: --aggregate kernel: program plain cannot count in the kernel (it has no "
-            "'tcptrace:aggregate' line)\n");
+            "tcptrace-bcc: --aggregate kernel: program plain cannot count in the kernel (it declares no "
+            "tcptrace:metric)\n");
   EXPECT_EQ(refused.stdout_text(), "");
+
+  ToolProcess no_output({"--program-file", claims.string(), "--metrics", "127.0.0.1:0", "--output", "none",
+                         "--aggregate", "kernel"});
+  EXPECT_EQ(no_output.wait_exit(scaled(120s)), 2);
+  EXPECT_EQ(no_output.stderr_text(),
+            "tcptrace-bcc: --aggregate kernel: program claims cannot count in the kernel (it has no "
+            "'tcptrace:output' line)\n");
 
   ToolProcess missing({"--program-file", claims.string(), "--metrics", "127.0.0.1:0", "--output", "none"});
   EXPECT_EQ(missing.wait_exit(scaled(120s)), 1);
-  EXPECT_NE(missing.stderr_text().find(claims.string() +
-                                       ": with TCPTRACE_AGGREGATE the program declares no map "
-                                       "'tcptrace_agg_connect_latency' (kernel_aggregation.h)"),
+  EXPECT_NE(missing.stderr_text().find("tcptrace-bcc: " + claims.string() +
+                                       ":1: metric t_total: the event struct has no field 'nosuch'\n"),
             std::string::npos)
       << missing.stderr_text();
   EXPECT_EQ(missing.stdout_text(), "");
