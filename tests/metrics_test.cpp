@@ -15,9 +15,65 @@
 #include <nlohmann/json.hpp>
 
 #include "event_output.h"
-#include "kernel_aggregation.h"
+#include "kernel_counting.h"
+#include "metric_declarations.h"
 
+#include <random>
 #include <regex>
+
+// The code the host generates to count states' and connlat's metrics in the
+// kernel (kernel_counting_gen), compiled here with stand-ins for BCC's map
+// macro: a per-CPU array becomes one CPU's array, lookup() its element.
+namespace generated_kernel {
+using u8 = uint8_t;
+using u16 = uint16_t;
+using u32 = uint32_t;
+using u64 = uint64_t;
+using s64 = int64_t;
+template <typename T, size_t N>
+struct PercpuArray {
+  T values[N] = {};
+  T* lookup(const u32* index) { return *index < N ? &values[*index] : nullptr; }
+};
+#define BPF_PERCPU_ARRAY(name, type, entries) PercpuArray<type, entries> name
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#undef __always_inline
+#define __always_inline inline
+// The fields the declarations read, with the programs' types.
+namespace states {
+struct event {
+  u16 family;
+  u16 dport;
+  u8 oldstate;
+  u8 newstate;
+  u64 delta_us;
+};
+}  // namespace states
+namespace connlat {
+struct event {
+  u16 family;
+  u16 dport;
+  u64 latency_us;
+  u8 outcome;
+};
+}  // namespace connlat
+#include "kernel_counting_generated.h"
+#pragma GCC diagnostic pop
+#undef BPF_PERCPU_ARRAY
+
+// An array's contents as the host reads them: flat, entry * words + word.
+template <size_t N>
+std::vector<uint64_t> flat(const PercpuArray<u64, N>& map) {
+  return std::vector<uint64_t>(map.values, map.values + N);
+}
+template <typename T, size_t N>
+std::vector<uint64_t> flat(const PercpuArray<T, N>& map) {
+  std::vector<uint64_t> words;
+  for (const T& value : map.values) words.insert(words.end(), std::begin(value.words), std::end(value.words));
+  return words;
+}
+}  // namespace generated_kernel
 
 namespace tcptrace {
 namespace {
@@ -46,6 +102,32 @@ std::vector<FormatHint> program_hints(const std::string& program) {
   auto hints = parse_format_hints(read_text(std::string(TCPTRACE_SOURCE_DIR) + "/programs/" + program + ".bpf.c"));
   EXPECT_TRUE(hints.ok());
   return std::move(hints).value();
+}
+
+ProgramDeclarations program_declarations(const std::string& program) {
+  const std::string path = std::string(TCPTRACE_SOURCE_DIR) + "/programs/" + program + ".bpf.c";
+  auto declarations = parse_program_declarations(read_text(path), path, program_hints(program));
+  EXPECT_TRUE(declarations.ok()) << declarations.error().message;
+  return std::move(declarations).value();
+}
+
+// Binds the metrics the programs declare, table i carrying the events of
+// tables[i].first laid out as tables[i].second; returns what bind() does.
+std::string bind_programs(Metrics& metrics, const std::vector<std::pair<std::string, const EventLayout*>>& tables) {
+  std::vector<MetricDeclaration> all;
+  std::vector<std::string> names;
+  std::vector<const EventLayout*> layouts;
+  for (const auto& [program, layout] : tables) {
+    for (MetricDeclaration m : program_declarations(program).metrics) {
+      m.table = program;
+      all.push_back(std::move(m));
+    }
+    names.push_back(program);
+    layouts.push_back(layout);
+  }
+  auto bound = bind_metric_fields(all, names, layouts, "test");
+  EXPECT_TRUE(bound.ok()) << bound.error().message;
+  return metrics.bind(std::move(bound).value());
 }
 
 // One event's bytes, fields set by name.
@@ -81,12 +163,12 @@ std::map<std::string, double> scrape(const Metrics& metrics) {
   return series;
 }
 
-MetricsConfig config(bool dport = false, size_t limit = kDefaultDportLimit) {
+MetricsConfig config(bool dport = false, size_t limit = kDefaultLabelLimit) {
   MetricsConfig c;
   c.version = "9.8.7";
   c.bcc_version = "0.26.0";
-  c.dport_label = dport;
-  c.dport_limit = limit;
+  if (dport) c.opt_in_labels = {"dport"};
+  c.label_limit = limit;
   return c;
 }
 
@@ -125,12 +207,12 @@ TEST(MetricsAddress, RejectsWhatIsNotIpColonPort) {
 TEST(MetricsBuckets, ConnectLatencyFrom50MicrosecondsTo10Seconds) {
   const std::vector<double> expected = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                         0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10};
-  EXPECT_EQ(connect_latency_buckets(), expected);
+  EXPECT_EQ(program_declarations("connlat").metrics.at(1).exported_bounds(), expected);
 }
 
 TEST(MetricsBuckets, StateDurationFrom100MicrosecondsToOneHour) {
   const std::vector<double> expected = {0.0001, 0.001, 0.01, 0.1, 1, 10, 60, 300, 900, 3600};
-  EXPECT_EQ(state_duration_buckets(), expected);
+  EXPECT_EQ(program_declarations("states").metrics.at(1).exported_bounds(), expected);
 }
 
 // Prometheus buckets count observations <= their bound ("le"): a connect of
@@ -138,7 +220,7 @@ TEST(MetricsBuckets, StateDurationFrom100MicrosecondsToOneHour) {
 TEST(MetricsBuckets, ObservationOnABoundGoesIntoThatBucket) {
   const EventLayout layout = recorded_layout("connlat");
   Metrics metrics(config());
-  metrics.bind({&layout}, program_hints("connlat"));
+  bind_programs(metrics, {{"connlat", &layout}});
   metrics.observe(0, EventBytes(layout).set("family", 4).set("latency_us", 50).data());
   metrics.observe(0, EventBytes(layout).set("family", 4).set("latency_us", 51).data());
   metrics.observe(0, EventBytes(layout).set("family", 4).set("latency_us", 20000000).data());
@@ -152,8 +234,8 @@ TEST(MetricsBuckets, ObservationOnABoundGoesIntoThatBucket) {
                    20.000101);
 }
 
-TEST(PortLabelFolder, KeepsTheFirstPortsAndFoldsTheRest) {
-  PortLabelFolder folder(3);
+TEST(LabelFolder, KeepsTheFirstValuesAndFoldsTheRest) {
+  LabelFolder folder(3);
   EXPECT_EQ(folder.slot(443), 0u);
   EXPECT_EQ(folder.slot(80), 1u);
   EXPECT_EQ(folder.slot(443), 0u) << "a known port keeps its slot";
@@ -172,7 +254,8 @@ TEST(PortLabelFolder, KeepsTheFirstPortsAndFoldsTheRest) {
 TEST(ConnlatMetrics, CountsAndLatencyByOutcomeAndFamily) {
   const EventLayout layout = recorded_layout("connlat");
   Metrics metrics(config());
-  EXPECT_EQ(metrics.bind({&layout}, program_hints("connlat")), "connlat");
+  EXPECT_EQ(bind_programs(metrics, {{"connlat", &layout}}),
+            "tcptrace_tcp_connects_total, tcptrace_tcp_connect_latency_seconds");
   for (int i = 0; i < 5; ++i) {
     metrics.observe(0, EventBytes(layout).set("family", 4).set("latency_us", 40).set("outcome", kEstablishedOutcome)
                            .data());
@@ -211,7 +294,8 @@ TEST(ConnlatMetrics, CountsAndLatencyByOutcomeAndFamily) {
 TEST(StatesMetrics, TransitionsAndTimeInTheOldState) {
   const EventLayout layout = recorded_layout("states");
   Metrics metrics(config());
-  EXPECT_EQ(metrics.bind({&layout}, program_hints("states")), "states");
+  EXPECT_EQ(bind_programs(metrics, {{"states", &layout}}),
+            "tcptrace_tcp_state_transitions_total, tcptrace_tcp_state_duration_seconds");
   // A connection's first transition: the tracer did not see it enter CLOSE.
   metrics.observe(0, EventBytes(layout).set("family", 4).set("oldstate", kClose).set("newstate", kSynSent).data());
   metrics.observe(
@@ -245,7 +329,7 @@ TEST(StatesMetrics, TransitionsAndTimeInTheOldState) {
 TEST(StatesMetrics, UnknownStateValueGetsItsOwnLabel) {
   const EventLayout layout = recorded_layout("states");
   Metrics metrics(config());
-  metrics.bind({&layout}, program_hints("states"));
+  bind_programs(metrics, {{"states", &layout}});
   metrics.observe(0, EventBytes(layout).set("family", 99).set("oldstate", 200).set("newstate", kClose).data());
   EXPECT_EQ(scrape(metrics).at("tcptrace_tcp_state_transitions_total{family=\"other\",new_state=\"CLOSE\",old_state="
                                "\"UNKNOWN\"}"),
@@ -255,7 +339,7 @@ TEST(StatesMetrics, UnknownStateValueGetsItsOwnLabel) {
 TEST(DportLabel, FoldsPortsBeyondTheLimitIntoOther) {
   const EventLayout layout = recorded_layout("connlat");
   Metrics metrics(config(/*dport=*/true, /*limit=*/2));
-  metrics.bind({&layout}, program_hints("connlat"));
+  bind_programs(metrics, {{"connlat", &layout}});
   for (uint64_t port : {443, 80, 443, 22, 25, 80}) {
     metrics.observe(0, EventBytes(layout).set("family", 4).set("dport", port).set("latency_us", 100).data());
   }
@@ -278,7 +362,7 @@ TEST(DportLabel, FoldsPortsBeyondTheLimitIntoOther) {
 TEST(DportLabel, StatesTransitionsCarryItButDurationsDoNot) {
   const EventLayout layout = recorded_layout("states");
   Metrics metrics(config(/*dport=*/true, /*limit=*/1));
-  metrics.bind({&layout}, program_hints("states"));
+  bind_programs(metrics, {{"states", &layout}});
   metrics.observe(0, EventBytes(layout)
                          .set("family", 4)
                          .set("dport", 5432)
@@ -305,10 +389,10 @@ TEST(DportLabel, StatesTransitionsCarryItButDurationsDoNot) {
 
 TEST(HealthMetrics, NamesLabelsAndBuildInfo) {
   Metrics metrics(config());
-  // A user program whose events carry neither program's fields: health only.
+  // A user program that declares no metrics: health only.
   auto layout = parse_event_layout({"pid#u32", "fd#s32"});
   ASSERT_TRUE(layout.ok());
-  EXPECT_EQ(metrics.bind({&*layout, nullptr}, {}), "");
+  EXPECT_EQ(metrics.bind({}), "");
   metrics.observe(0, EventBytes(*layout).data());
   metrics.add_lost_buffer(7);
   metrics.add_skipped_runs(2);
@@ -337,7 +421,7 @@ TEST(HealthMetrics, EveryNameFollowsTheConventions) {
   const EventLayout states = recorded_layout("states");
   const EventLayout connlat = recorded_layout("connlat");
   Metrics metrics(config());
-  metrics.bind({&states, &connlat}, program_hints("connlat"));
+  bind_programs(metrics, {{"states", &states}, {"connlat", &connlat}});
   metrics.observe(0, EventBytes(states).set("family", 4).set("oldstate", 2).set("newstate", 1).set("delta_us", 5)
                          .data());
   metrics.observe(1, EventBytes(connlat).set("family", 4).data());
@@ -363,7 +447,7 @@ TEST(EventOutputWithMetrics, OutputNoneFormatsNothing) {
   const EventLayout layout = recorded_layout("connlat");
   const auto hints = program_hints("connlat");
   Metrics metrics(config());
-  metrics.bind({&layout}, hints);
+  bind_programs(metrics, {{"connlat", &layout}});
   std::vector<std::optional<EventDecoder>> decoders;
   auto decoder = EventDecoder::make(layout, hints, "events", DecoderOptions{}, clock);
   ASSERT_TRUE(decoder.ok());
@@ -385,176 +469,136 @@ TEST(EventOutputWithMetrics, OutputNoneFormatsNothing) {
   EXPECT_EQ(series.at("tcptrace_events_total"), 1);
 }
 
-// ---- In-kernel aggregation (kernel_aggregation.h) -------------------------
+// ---- In-kernel counting (kernel_counting.h) -------------------------------
 
-TEST(KernelAggregation, BucketExpressionIsAChainOverTheBoundsInMicroseconds) {
-  EXPECT_EQ(bucket_index_expression({50e-6, 100e-6, 1}),
-            "((us) <= 50ULL ? 0 : (us) <= 100ULL ? 1 : (us) <= 1000000ULL ? 2 : 3)");
-  EXPECT_EQ(bucket_index_expression({}), "(0)");
+TEST(KernelCounting, BucketExpressionIsAChainOverTheBoundsInTheFieldsUnit) {
+  EXPECT_EQ(bucket_expression({50, 100, 1000000}, "x"),
+            "(x <= 50ULL ? 0 : x <= 100ULL ? 1 : x <= 1000000ULL ? 2 : 3)");
+  EXPECT_EQ(bucket_expression({}, "x"), "(0)");
 }
 
-// The thresholds the BPF program compares against, read back from the flag
-// the host hands to BCC.
-std::vector<uint64_t> thresholds_in_flag(const std::string& macro) {
-  for (const std::string& flag : aggregation_cflags()) {
-    if (flag.rfind("-D" + macro + "(us)=", 0) != 0) continue;
-    std::vector<uint64_t> thresholds;
-    const std::regex step(R"(\(us\) <= (\d+)ULL \? (\d+) :)");
-    for (auto it = std::sregex_iterator(flag.begin(), flag.end(), step); it != std::sregex_iterator(); ++it) {
-      EXPECT_EQ(std::stoul((*it)[2]), thresholds.size()) << flag;
-      thresholds.push_back(std::stoull((*it)[1]));
-    }
-    return thresholds;
-  }
-  ADD_FAILURE() << "no -D" << macro << "(us)= flag";
-  return {};
-}
-
-// The kernel's bucket of `us`, as the flag's expression computes it.
-size_t kernel_bucket(const std::vector<uint64_t>& thresholds, uint64_t us) {
-  size_t i = 0;
-  while (i < thresholds.size() && us > thresholds[i]) ++i;
-  return i;
-}
-
-// A value on a bound lands in the same bucket on both paths: the kernel
-// compares whole µs with the bound in µs, the host compares us / 1e6 with
-// the bound in seconds.
-TEST(KernelAggregation, FlagsCarryTheExportedBucketsAndAgreeAtEveryEdge) {
-  const auto flags = aggregation_cflags();
-  const auto has = [&](const std::string& flag) { return std::find(flags.begin(), flags.end(), flag) != flags.end(); };
-  EXPECT_TRUE(has("-DTCPTRACE_AGGREGATE=1"));
-  EXPECT_TRUE(has("-DTCPTRACE_STATE_DURATION_BUCKETS=11"));
-  EXPECT_TRUE(has("-DTCPTRACE_CONNECT_LATENCY_BUCKETS=18"));
-  for (const auto& [macro, bounds] : {std::make_pair("TCPTRACE_STATE_DURATION_BUCKET", state_duration_buckets()),
-                                      std::make_pair("TCPTRACE_CONNECT_LATENCY_BUCKET", connect_latency_buckets())}) {
-    const std::vector<uint64_t> thresholds = thresholds_in_flag(macro);
-    ASSERT_EQ(thresholds.size(), bounds.size()) << macro;
-    for (size_t i = 0; i < bounds.size(); ++i) {
-      for (uint64_t us : {thresholds[i] - 1, thresholds[i], thresholds[i] + 1}) {
-        const double seconds = static_cast<double>(us) / 1e6;
-        const size_t host_bucket =
-            std::lower_bound(bounds.begin(), bounds.end(), seconds) - bounds.begin();  // first bound >= value
-        EXPECT_EQ(kernel_bucket(thresholds, us), host_bucket) << macro << " at " << us << " us";
-      }
-    }
-  }
-}
-
-// What the BPF program would have in its maps after the given events, laid
-// out as kernel_aggregation.h says, with its buckets from the flags.
-struct KernelMaps {
-  AggregateSnapshot snapshot;
-  std::vector<uint64_t> duration_thresholds = thresholds_in_flag("TCPTRACE_STATE_DURATION_BUCKET");
-  std::vector<uint64_t> latency_thresholds = thresholds_in_flag("TCPTRACE_CONNECT_LATENCY_BUCKET");
-
-  KernelMaps() {
-    snapshot.transitions.assign(aggregate::transitions_entries(), 0);
-    snapshot.state_duration.assign(aggregate::state_duration_entries() * aggregate::state_duration_words(), 0);
-    snapshot.connect_latency.assign(aggregate::connect_latency_entries() * aggregate::connect_latency_words(), 0);
-  }
-  void state_change(uint64_t oldstate, uint64_t newstate, int family, uint64_t delta_us) {
-    snapshot.transitions[((oldstate & 15) * 16 + (newstate & 15)) * 2 + (family == 6)] += 1;
-    if (delta_us == 0) return;
-    const size_t base = (oldstate & 15) * aggregate::state_duration_words();
-    snapshot.state_duration[base + kernel_bucket(duration_thresholds, delta_us)] += 1;
-    snapshot.state_duration[base + aggregate::state_duration_words() - 1] += delta_us;
-  }
-  void connect(uint64_t outcome, int family, uint64_t latency_us) {
-    const size_t base = ((outcome & 15) * 2 + (family == 6)) * aggregate::connect_latency_words();
-    snapshot.connect_latency[base + kernel_bucket(latency_thresholds, latency_us)] += 1;
-    snapshot.connect_latency[base + aggregate::connect_latency_words() - 1] += latency_us;
-  }
-};
-
-// The same events, counted in the host from their bytes and in the kernel's
-// maps read in two scrapes, give the same exposition: every series, every
-// value (sums to rounding: the host adds seconds one event at a time).
-TEST(KernelAggregation, SameEventsGiveTheSameExpositionAsHostAggregation) {
-  const EventLayout states = recorded_layout("states");
-  const EventLayout connlat = recorded_layout("connlat");
-  const auto hints = program_hints("connlat");
+// Random events through both paths: the host counts their bytes, the code
+// generated for the kernel (compiled above from the programs' own
+// declarations) counts them in its arrays, which are fed as two scrapes
+// would read them. Every series and value is the same (sums to rounding:
+// the host adds seconds one event at a time).
+TEST(KernelCounting, GeneratedCodeCountsRandomEventsAsTheHostDoes) {
+  const EventLayout states_layout = recorded_layout("states");
+  const EventLayout connlat_layout = recorded_layout("connlat");
   Metrics host(config());
-  host.bind({&states, &connlat}, hints);
+  bind_programs(host, {{"states", &states_layout}});
+  Metrics host_connlat(config());
+  bind_programs(host_connlat, {{"connlat", &connlat_layout}});
   Metrics kernel(config());
-  EXPECT_EQ(kernel.bind_aggregates(true, true, hints), "states, connlat");
-  KernelMaps maps;
-  AggregateFeed feed;
+  kernel.bind(kernel_counted_metrics(program_declarations("states").metrics));
+  Metrics kernel_connlat(config());
+  kernel_connlat.bind(kernel_counted_metrics(program_declarations("connlat").metrics));
+  KernelCountFeed feed(program_declarations("states").metrics);
+  KernelCountFeed feed_connlat(program_declarations("connlat").metrics);
 
-  struct StateChange { uint64_t oldstate, newstate; int family; uint64_t delta_us; };
-  const std::vector<StateChange> first = {
-      {7, 2, 4, 0}, {2, 1, 4, 100}, {2, 1, 4, 101}, {1, 4, 6, 3600000000ULL}, {1, 4, 6, 3600000001ULL},
-      {10, 3, 4, 0}, {3, 1, 6, 1}};
-  const std::vector<StateChange> second = {{2, 1, 4, 1000}, {8, 9, 6, 59999999}, {9, 7, 4, 60000000}, {14, 15, 4, 7}};
-  struct Connect { uint64_t outcome; int family; uint64_t latency_us; };
-  const std::vector<Connect> connects = {{0, 4, 50}, {0, 4, 51}, {0, 6, 10000000}, {0, 6, 10000001},
-                                         {1, 4, 20}, {2, 4, 3000000}, {9, 4, 5}};
-  uint64_t fed = 0;
-  for (const auto& [round, changes] : {std::make_pair(0, first), std::make_pair(1, second)}) {
-    for (const StateChange& c : changes) {
-      host.observe(0, EventBytes(states)
-                          .set("oldstate", c.oldstate)
-                          .set("newstate", c.newstate)
-                          .set("family", c.family)
-                          .set("delta_us", c.delta_us)
+  // Values on and beside every bound, 0 (a start not seen), huge ones (not
+  // so huge that 10 000 of them overflow the kernel's u64 sum), and
+  // label values beyond every name (state 200, family 99, outcome 9).
+  std::vector<uint64_t> durations = {0, 1, 2, 1ULL << 36, 1ULL << 40};
+  const ProgramDeclarations states_declared = program_declarations("states");
+  const ProgramDeclarations connlat_declared = program_declarations("connlat");
+  for (uint64_t bound : states_declared.metrics.at(1).bounds) {
+    durations.insert(durations.end(), {bound - 1, bound, bound + 1});
+  }
+  std::vector<uint64_t> latencies = {0, 1, 1ULL << 40};
+  for (uint64_t bound : connlat_declared.metrics.at(1).bounds) {
+    latencies.insert(latencies.end(), {bound - 1, bound, bound + 1});
+  }
+  const uint64_t families[] = {2, 4, 6, 10, 0, 99};
+  std::mt19937_64 random(20261128);
+  const auto pick = [&](const auto& values) { return values[random() % std::size(values)]; };
+  size_t events = 0;
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 5000; ++i) {
+      generated_kernel::states::event s{};
+      s.family = static_cast<uint16_t>(pick(families));
+      s.oldstate = static_cast<uint8_t>(random() % 4 == 0 ? 200 + random() % 50 : random() % 17);
+      s.newstate = static_cast<uint8_t>(random() % 17);
+      s.delta_us = pick(durations);
+      generated_kernel::states::tcptrace_submit_events(nullptr, &s);
+      host.observe(0, EventBytes(states_layout)
+                          .set("family", s.family)
+                          .set("oldstate", s.oldstate)
+                          .set("newstate", s.newstate)
+                          .set("delta_us", s.delta_us)
                           .data());
-      maps.state_change(c.oldstate, c.newstate, c.family, c.delta_us);
+      generated_kernel::connlat::event c{};
+      c.family = static_cast<uint16_t>(pick(families));
+      c.outcome = static_cast<uint8_t>(random() % 10);
+      c.latency_us = pick(latencies);
+      generated_kernel::connlat::tcptrace_submit_events(nullptr, &c);
+      host_connlat.observe(0, EventBytes(connlat_layout)
+                                  .set("family", c.family)
+                                  .set("outcome", c.outcome)
+                                  .set("latency_us", c.latency_us)
+                                  .data());
+      events += 1;
     }
-    if (round == 1) {
-      for (const Connect& c : connects) {
-        host.observe(1, EventBytes(connlat)
-                            .set("outcome", c.outcome)
-                            .set("family", c.family)
-                            .set("latency_us", c.latency_us)
-                            .data());
-        maps.connect(c.outcome, c.family, c.latency_us);
+    KernelCountSnapshot s_now;
+    s_now.metrics = {generated_kernel::flat(generated_kernel::states::tcptrace_m0),
+                     generated_kernel::flat(generated_kernel::states::tcptrace_m1)};
+    s_now.counted = generated_kernel::states::tcptrace_counted.values[0];
+    EXPECT_EQ(feed.feed(s_now, kernel), 5000u);
+    KernelCountSnapshot c_now;
+    c_now.metrics = {generated_kernel::flat(generated_kernel::connlat::tcptrace_m0),
+                     generated_kernel::flat(generated_kernel::connlat::tcptrace_m1)};
+    c_now.counted = generated_kernel::connlat::tcptrace_counted.values[0];
+    EXPECT_EQ(feed_connlat.feed(c_now, kernel_connlat), 5000u);
+  }
+  for (const auto& [from_host, from_kernel] :
+       {std::make_pair(scrape(host), scrape(kernel)), std::make_pair(scrape(host_connlat), scrape(kernel_connlat))}) {
+    ASSERT_EQ(from_kernel.size(), from_host.size());
+    size_t nonzero = 0;
+    for (const auto& [series, value] : from_host) {
+      ASSERT_EQ(from_kernel.count(series), 1u) << series;
+      nonzero += value != 0;
+      if (series.find("_sum{") != std::string::npos) {
+        EXPECT_NEAR(from_kernel.at(series), value, 1e-9 * std::max(1.0, value)) << series;
+      } else {
+        EXPECT_EQ(from_kernel.at(series), value) << series;
       }
     }
-    fed += feed.feed(maps.snapshot, kernel);
+    EXPECT_GT(nonzero, 100u) << "the random events reach many series";
+    EXPECT_EQ(from_kernel.at("tcptrace_events_total"), static_cast<double>(events));
   }
-  EXPECT_EQ(fed, first.size() + second.size() + connects.size());
-
-  const auto from_host = scrape(host);
-  const auto from_kernel = scrape(kernel);
-  ASSERT_EQ(from_kernel.size(), from_host.size());
-  for (const auto& [series, value] : from_host) {
-    ASSERT_EQ(from_kernel.count(series), 1u) << series;
-    if (series.find("_sum{") != std::string::npos) {
-      EXPECT_NEAR(from_kernel.at(series), value, 1e-9 * std::max(1.0, value)) << series;
-    } else {
-      EXPECT_EQ(from_kernel.at(series), value) << series;
-    }
-  }
-  EXPECT_EQ(from_kernel.at("tcptrace_tcp_state_transitions_total{family=\"ipv4\",new_state=\"ESTABLISHED\","
-                           "old_state=\"SYN_SENT\"}"),
-            3);
-  EXPECT_EQ(from_kernel.at("tcptrace_tcp_connects_total{outcome=\"unknown\"}"), 1);
-  EXPECT_EQ(from_kernel.at("tcptrace_events_total"), 18);
+  EXPECT_GT(scrape(kernel).at("tcptrace_tcp_state_transitions_total{family=\"other\",new_state=\"CLOSE\","
+                              "old_state=\"UNKNOWN\"}"),
+            0);
+  EXPECT_GT(scrape(kernel_connlat).at("tcptrace_tcp_connects_total{outcome=\"unknown\"}"), 0);
 }
 
 // A read that finds nothing new adds nothing, and a counter that went
 // backwards (it cannot while the program is loaded) is not subtracted.
-TEST(KernelAggregation, OnlyGrowthIsCounted) {
+TEST(KernelCounting, OnlyGrowthIsCounted) {
+  const std::vector<MetricDeclaration> declared = program_declarations("connlat").metrics;
   Metrics metrics(config());
-  metrics.bind_aggregates(false, true, program_hints("connlat"));
-  KernelMaps maps;
-  maps.snapshot.transitions.clear();
-  maps.snapshot.state_duration.clear();
-  AggregateFeed feed;
-  maps.connect(1, 4, 40);
-  maps.connect(1, 4, 40);
-  EXPECT_EQ(feed.feed(maps.snapshot, metrics), 2u);
-  EXPECT_EQ(feed.feed(maps.snapshot, metrics), 0u);
-  AggregateSnapshot shrunk = maps.snapshot;
-  shrunk.connect_latency.assign(shrunk.connect_latency.size(), 0);
+  metrics.bind(kernel_counted_metrics(declared));
+  KernelCountFeed feed(declared);
+  KernelCountSnapshot now;
+  now.metrics = {std::vector<uint64_t>(kernel_entries(declared[0]) * kernel_words(declared[0]), 0),
+                 std::vector<uint64_t>(kernel_entries(declared[1]) * kernel_words(declared[1]), 0)};
+  // Two refused (outcome 1) IPv4 (family slot 0) connects of 40 us: bucket 0.
+  now.metrics[0][1] = 2;
+  const size_t entry = 1 * 3 + 0;
+  now.metrics[1][entry * kernel_words(declared[1]) + 0] = 2;
+  now.metrics[1][entry * kernel_words(declared[1]) + kernel_words(declared[1]) - 1] = 80;
+  now.counted = 2;
+  EXPECT_EQ(feed.feed(now, metrics), 2u);
+  EXPECT_EQ(feed.feed(now, metrics), 0u);
+  KernelCountSnapshot shrunk = now;
+  for (auto& words : shrunk.metrics) words.assign(words.size(), 0);
+  shrunk.counted = 0;
   EXPECT_EQ(feed.feed(shrunk, metrics), 0u);
   const auto series = scrape(metrics);
   EXPECT_EQ(series.at("tcptrace_tcp_connects_total{outcome=\"refused\"}"), 2);
   EXPECT_EQ(series.at("tcptrace_tcp_connect_latency_seconds_bucket{family=\"ipv4\",outcome=\"refused\",le=\"5e-05\"}"), 2);
+  EXPECT_DOUBLE_EQ(series.at("tcptrace_tcp_connect_latency_seconds_sum{family=\"ipv4\",outcome=\"refused\"}"), 80e-6);
   EXPECT_EQ(series.at("tcptrace_events_total"), 2);
-  EXPECT_EQ(series.count("tcptrace_tcp_state_transitions_total{family=\"ipv4\",new_state=\"ESTABLISHED\","
-                         "old_state=\"SYN_SENT\"}"),
-            0u);
 }
 
 }  // namespace

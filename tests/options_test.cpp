@@ -194,8 +194,8 @@ TEST(OptionsTest, MetricsOptions) {
   EXPECT_EQ(options->metrics->host, "0.0.0.0");
   EXPECT_EQ(options->metrics->port, 9464);
   EXPECT_EQ(options->output, Options::Output::none);
-  EXPECT_TRUE(options->metrics_dport_label);
-  EXPECT_EQ(options->metrics_dport_limit, 25u);
+  EXPECT_EQ(options->metrics_labels, std::vector<std::string>{"dport"});
+  EXPECT_EQ(options->metrics_label_limit, 25u);
 }
 
 TEST(OptionsTest, MetricsDefaults) {
@@ -203,8 +203,8 @@ TEST(OptionsTest, MetricsDefaults) {
   ASSERT_TRUE(options.ok());
   EXPECT_FALSE(options->metrics.has_value());
   EXPECT_EQ(options->output, Options::Output::json);
-  EXPECT_FALSE(options->metrics_dport_label);
-  EXPECT_EQ(options->metrics_dport_limit, kDefaultDportLimit);
+  EXPECT_TRUE(options->metrics_labels.empty());
+  EXPECT_EQ(options->metrics_label_limit, kDefaultLabelLimit);
   auto raw_only = parse({"--program", "connlat", "--output", "none", "--record-raw", "/tmp/x"});
   EXPECT_TRUE(raw_only.ok()) << "recording raw samples without JSON is a use of --output none";
 }
@@ -317,7 +317,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--program", "states", "--output", "text"}, "--output"},
         BadCase{{"--program", "states", "--output", "none"}, "--output none"},
         BadCase{{"--program", "states", "--metrics-label", "dport"}, "--metrics-label"},
-        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "pid"}, "--metrics-label"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "d-port"}, "--metrics-label"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label-limit", "5"},
                 "--metrics-label-limit"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "dport",
