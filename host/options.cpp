@@ -21,7 +21,7 @@ cxxopts::Options make_parser() {
   // Values are read as strings and converted here, so every bad value gets
   // an error naming its option instead of cxxopts' generic text.
   parser.add_options()
-      ("program", "built-in program to run (states, connlat)", cxxopts::value<std::string>(), "NAME")
+      ("program", "built-in program to run (see --list)", cxxopts::value<std::string>(), "NAME")
       ("program-file", "run the BPF program in FILE", cxxopts::value<std::string>(), "FILE")
       ("programs-dir", "directory holding NAME.bpf.c programs", cxxopts::value<std::string>(), "DIR")
       ("list", "list the built-in programs")
