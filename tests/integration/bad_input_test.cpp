@@ -177,7 +177,7 @@ std::vector<BadInput> cases() {
       {"metrics_address_unparsable", {"--program", "connlat", "--metrics", "localhost:9464"}, 2,
        "--metrics: 'localhost:9464' does not start with an IP address"},
       {"metrics_label_unknown", {"--program", "connlat", "--metrics", "127.0.0.1:0", "--metrics-label", "pid"}, 2,
-       "--metrics-label: 'pid' is not one of dport"},
+       "--metrics-label pid: program connlat declares no opt-in label of that name"},
       {"output_none_without_metrics", {"--program", "connlat", "--output", "none"}, 2,
        "--output none needs --metrics ADDR"},
       // TEST-NET-1 (RFC 5737) is no address of this machine: bind() fails.
