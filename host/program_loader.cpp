@@ -85,7 +85,7 @@ struct Compiled {
 // works.
 Result<Compiled> compile_with_headers(const std::string& text, const ProgramSource& source,
                                       const std::vector<std::string>& cflags, const HeaderChoice& choice,
-                                      const std::string& running_release) {
+                                      const std::string& running_release, bool quiet = false) {
   std::vector<std::optional<HeaderTree>> trees = {choice.tree};
   for (const auto& alternative : choice.alternatives) trees.emplace_back(alternative);
   for (size_t i = 0; i < trees.size(); ++i) {
@@ -106,14 +106,38 @@ Result<Compiled> compile_with_headers(const std::string& text, const ProgramSour
     }
     const bool last = i + 1 == trees.size();
     if (blames_the_program(diagnostics) || last || choice.match != HeaderMatch::fallback) {
-      print_diagnostics(diagnostics, source);
+      if (!quiet) print_diagnostics(diagnostics, source);
       return runtime_error(source.path + " did not compile (diagnostics above)");
     }
     HeaderChoice next{HeaderMatch::fallback, trees[i + 1], {}};
-    report("kernel headers " + trees[i]->release + " do not compile with this BCC; " +
+    if (!quiet) report("kernel headers " + trees[i]->release + " do not compile with this BCC; " +
            describe_header_choice(next, running_release));
   }
   return runtime_error(source.path + " did not compile");
+}
+
+// The mistakes in a program's metric declarations, found by compiling the
+// variant that sends its events (so BCC describes their layout) and binding
+// the declarations to it; nullopt when that finds none or cannot compile.
+std::optional<Error> declaration_mistakes(const BuildPlan& plan, const HeaderChoice& headers,
+                                          const std::string& running_release) {
+  const std::string text = replace_output_lines(plan.source.text, plan.declarations, OutputVariant::perf_buffer, 0);
+  auto compiled = compile_with_headers(text, plan.source, plan.cflags, headers, running_release, /*quiet=*/true);
+  if (!compiled) return std::nullopt;
+  std::vector<std::string> names;
+  std::vector<EventLayout> layouts;
+  for (const auto& table : compiled->program.output_tables()) {
+    if (table.field_descriptions.empty()) continue;
+    auto layout = parse_event_layout(table.field_descriptions);
+    if (!layout) return std::nullopt;  // a nested struct: the kernel variant's own errors say more
+    names.push_back(table.name);
+    layouts.push_back(std::move(layout).value());
+  }
+  std::vector<const EventLayout*> pointers;
+  for (const EventLayout& layout : layouts) pointers.push_back(&layout);
+  auto bound = bind_metric_fields(plan.declarations.metrics, names, pointers, plan.source.path);
+  if (bound) return std::nullopt;
+  return std::move(bound).take_error();
 }
 
 // Name of the hidden map that makes BCC describe one nested struct type.
@@ -296,7 +320,15 @@ std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& h
 
 Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const HeaderChoice& headers,
                                                         const std::string& running_release, const WallClock& clock) {
-  auto compiled = compile_with_headers(plan.text, plan.source, plan.cflags, headers, running_release);
+  auto compiled = compile_with_headers(plan.text, plan.source, plan.cflags, headers, running_release,
+                                       /*quiet=*/plan.aggregate_in_kernel);
+  if (!compiled && plan.aggregate_in_kernel) {
+    // The counting code is generated from the declarations: a field they
+    // name wrongly is reported at the declaration's line, as on the host
+    // path, rather than as clang's complaint about the generated line.
+    if (auto mistakes = declaration_mistakes(plan, headers, running_release)) return report_all_but_last(*mistakes);
+    compiled = compile_with_headers(plan.text, plan.source, plan.cflags, headers, running_release);
+  }
   if (!compiled) return std::move(compiled).take_error();
 
   // Nested structs: BCC records only "struct inner" for such a member, so

@@ -278,5 +278,39 @@ TEST(DeclaredMetricsWatch, SeriesFollowTheDeclarations) {
       << tool->stderr_text();
 }
 
+// Declarations naming fields the events do not have: one line per mistake at
+// the declaration's FILE:LINE, exit 1, in both variants (in the kernel's,
+// the generated code would otherwise fail to compile at the output line).
+TEST(DeclaredMetricsCheck, MistakesAtTheirLinesInBothVariants) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const fs::path program = dir.path() / "typo.bpf.c";
+  std::string text = read_text(fixture());
+  for (const auto& [from, to] : {std::make_pair("labels=op,family,port?", "labels=op,famly,port?"),
+                                 std::make_pair("value=value_us unit=us", "value=value_ms unit=us")}) {
+    ASSERT_NE(text.find(from), std::string::npos) << from;
+    text.replace(text.find(from), std::string(from).size(), to);
+  }
+  { std::ofstream(program) << text; }
+  const std::string expected = "tcptrace-bcc: " + program.string() +
+                               ":9: metric fixture_ops_total: the event struct has no field 'famly'\n"
+                               "tcptrace-bcc: " + program.string() +
+                               ":13: metric fixture_op_latency_seconds: the event struct has no field 'value_ms'\n";
+  for (const std::vector<std::string>& extra : {std::vector<std::string>{}, {"--aggregate", "kernel"}}) {
+    std::vector<std::string> args = {"--program-file", program.string(), "--check"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ToolProcess check(args);
+    EXPECT_EQ(check.wait_exit(scaled(120s)), 1);
+    std::string errors;
+    std::istringstream lines(check.stderr_text());
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find("using kernel headers") == std::string::npos) errors += line + "\n";
+    }
+    EXPECT_EQ(errors, expected) << (extra.empty() ? "host" : "kernel");
+    EXPECT_EQ(check.stdout_text(), "");
+  }
+}
+
 }  // namespace
 }  // namespace tcptrace::testing
