@@ -17,6 +17,7 @@
 #include "options.h"
 #include "program_annotations.h"
 #include "program_source.h"
+#include "table_reader.h"
 #include "wall_clock.h"
 
 namespace tcptrace {
@@ -74,6 +75,10 @@ struct LoadedProgram {
   std::vector<bcc::LoadedFunction> functions;
   std::optional<AggregateMaps> aggregates;  // plan.aggregate_in_kernel
   std::vector<SeededMap> seeded_maps;
+  // The program's own tables (tcptrace:tables, table_reader.h), with our
+  // own fds of their maps: data_table_fds[i] is data_tables[i]'s.
+  std::vector<TableView> data_tables;
+  std::vector<UniqueFd> data_table_fds;
 };
 
 // Compiles (twice when an event struct nests structs, to learn their

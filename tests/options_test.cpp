@@ -331,7 +331,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "--aggregate: 'bpf' is not one of auto, kernel, host"},
         BadCase{{"--program", "states", "--aggregate", "host"}, "--aggregate chooses where --metrics counts"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--aggregate", "kernel"},
-                "--aggregate kernel: the events never reach the host, so there are no JSON lines; add --output none"},
+                "--aggregate kernel: the events never reach the host, so there are no event lines; add --output none"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "kernel",
                  "--metrics-label", "dport"},
                 "--aggregate kernel: --metrics-label needs the events in the host (use --aggregate host)"},
