@@ -489,18 +489,6 @@ std::vector<OutputTable> Program::output_tables() const {
   return tables;
 }
 
-DataMapKind data_map_kind(int map_type) {
-  switch (map_type) {
-    case BPF_MAP_TYPE_HASH:
-    case BPF_MAP_TYPE_LRU_HASH: return DataMapKind::hash;
-    case BPF_MAP_TYPE_ARRAY: return DataMapKind::array;
-    case BPF_MAP_TYPE_PERCPU_HASH:
-    case BPF_MAP_TYPE_LRU_PERCPU_HASH: return DataMapKind::percpu_hash;
-    case BPF_MAP_TYPE_PERCPU_ARRAY: return DataMapKind::percpu_array;
-    default: return DataMapKind::other;
-  }
-}
-
 std::vector<DataTable> Program::data_tables() const {
   std::vector<DataTable> tables;
   const size_t n = bpf_num_tables(module_);

@@ -9,6 +9,8 @@
 // themselves) detaches everything.
 #pragma once
 
+#include <linux/bpf.h>  // the kernel's map type numbers (UAPI), not BCC's
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -46,7 +48,17 @@ struct DataTable {
 
 // How the host reads a data table: its map type, as a kind.
 enum class DataMapKind { hash, array, percpu_hash, percpu_array, other };
-DataMapKind data_map_kind(int map_type);
+inline DataMapKind data_map_kind(int map_type) {
+  switch (map_type) {
+    case BPF_MAP_TYPE_HASH:
+    case BPF_MAP_TYPE_LRU_HASH: return DataMapKind::hash;
+    case BPF_MAP_TYPE_ARRAY: return DataMapKind::array;
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH: return DataMapKind::percpu_hash;
+    case BPF_MAP_TYPE_PERCPU_ARRAY: return DataMapKind::percpu_array;
+    default: return DataMapKind::other;
+  }
+}
 
 class LoadedFunction;
 
