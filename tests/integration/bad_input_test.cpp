@@ -170,7 +170,7 @@ std::vector<BadInput> cases() {
        "tables_no_map.bpf.c: tcptrace:tables nothere: the program declares no such map"},
       {"tables_struct_values", {"--program-file", dir + "/tables_struct_values.bpf.c"}, 1,
        "tables_struct_values.bpf.c: tcptrace:tables pairs: its values are not integers (BCC describes them as "
-       "[\"pair\", [[\"a\",\"unsigned long long\"], [\"b\",\"unsigned long long\"]], \"struct\"])"},
+       "[\"pair\", [[\"a\",\"unsigned long long\"], [\"b\",\"unsigned long long\"] ], \"struct_packed\"])"},
       {"unknown_option", {"--program", "states", "--frobnicate"}, 2, "unknown option '--frobnicate'"},
       {"program_twice", {"--program", "states", "--program", "connlat"}, 2, "--program given more than once"},
       {"count_twice", {"--program", "states", "--count", "1", "--count", "2"}, 2, "--count given more than once"},
