@@ -22,6 +22,7 @@
 #include "program_loader.h"
 #include "program_source.h"
 #include "system_checks.h"
+#include "table_output.h"
 #include "wall_clock.h"
 
 namespace tcptrace {
@@ -382,7 +383,10 @@ Status run(const Options& options) {
     if (!server) return std::move(server).take_error();
     metrics_server = std::move(server).value();
   }
-  const bool json = options.output == Options::Output::json;
+  const bool json = options.output != Options::Output::none;  // event lines, as JSON or text
+  // The program's tables as Prometheus series, kept across --watch versions.
+  std::unique_ptr<TableMetrics> table_metrics;
+  if (metrics) table_metrics = std::make_unique<TableMetrics>(metrics->registry());
 
   std::string tracefs_note;
   if (Status s = ensure_tracefs(tracefs_note); !s) return s;
@@ -421,6 +425,21 @@ Status run(const Options& options) {
   auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json, scraper.get());
   if (!activated) return std::move(activated).take_error();
   std::unique_ptr<ActiveProgram> active = std::move(activated).value();
+  // The program's tables, read at every --interval and at the end; and text
+  // rows instead of JSON for --output text.
+  std::unique_ptr<TableOutput> tables;
+  auto start_tables = [&] {
+    if (options.output == Options::Output::text) active->sink->use_text_columns(text_columns_for(*active->loaded));
+    tables = start_table_output(*active->loaded, options, writer, table_metrics.get(), clock, monotonic_seconds());
+  };
+  auto finish_tables = [&] {
+    if (!tables) return;
+    tables->finish();
+    if (std::string error = tables->take_error(); !error.empty()) report(error);
+    tables.reset();
+  };
+  start_tables();
+  if (std::string line = describe_tables(*active->loaded, options); !line.empty()) report(line);
   // The compiler is done: give LLVM's memory back (bcc_free_memory).
   bcc::Program::release_compiler_memory();
   if (metrics_server) {
@@ -443,6 +462,10 @@ Status run(const Options& options) {
     if (!active->wait_for_events(kPollMs)) {
       polling_failed = true;
       break;
+    }
+    if (tables) {
+      tables->tick(monotonic_seconds());
+      if (std::string error = tables->take_error(); !error.empty()) report(error);
     }
     writer.flush();
     if (monotonic_seconds() - last_slow_check < 0.5) continue;
@@ -467,6 +490,7 @@ Status run(const Options& options) {
     // Detach the old probes first so no event is reported twice, then
     // attach the new ones; the old buffers are drained before they close.
     active->stop();
+    finish_tables();  // the old version's tables, a last time
     writer.flush();
     auto next =
         activate(std::move(new_loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json, scraper.get());
@@ -479,19 +503,22 @@ Status run(const Options& options) {
       (*previous)->misses_seen = active->misses_seen;
       (*previous)->misses_total = active->misses_total;
       active = std::move(previous).value();
+      start_tables();
       continue;
     }
     report_recursion_misses(*active);
     report_buffer_drops(*active, writer);
     retired_misses += active->misses_total;
     active = std::move(next).value();
+    start_tables();
     bcc::Program::release_compiler_memory();
     report("reloaded: " + attached_text(*active));
   }
 
   // Teardown: detach first so no new events arrive, then drain what the
-  // buffers still hold, then flush.
+  // buffers still hold and read the tables a last time, then flush.
   active->stop();
+  finish_tables();
   writer.flush();
   report_recursion_misses(*active);
   report_buffer_drops(*active, writer);

@@ -489,6 +489,26 @@ std::vector<OutputTable> Program::output_tables() const {
   return tables;
 }
 
+std::vector<DataTable> Program::data_tables() const {
+  std::vector<DataTable> tables;
+  const size_t n = bpf_num_tables(module_);
+  for (size_t i = 0; i < n; ++i) {
+    const int type = bpf_table_type_id(module_, i);
+    if (type == BPF_MAP_TYPE_PERF_EVENT_ARRAY || type == BPF_MAP_TYPE_RINGBUF) continue;
+    DataTable table;
+    table.name = bpf_table_name(module_, i);
+    table.map_type = type;
+    if (const char* key = bpf_table_key_desc_id(module_, i)) table.key_description = key;
+    if (const char* value = bpf_table_leaf_desc_id(module_, i)) table.value_description = value;
+    table.key_size = bpf_table_key_size_id(module_, i);
+    table.value_size = bpf_table_leaf_size_id(module_, i);
+    table.max_entries = bpf_table_max_entries_id(module_, i);
+    table.map_fd = bpf_table_fd_id(module_, i);
+    tables.push_back(std::move(table));
+  }
+  return tables;
+}
+
 int Program::table_fd(const std::string& name) const { return bpf_table_fd(module_, name.c_str()); }
 
 bool Program::has_table(const std::string& name) const {
@@ -715,6 +735,76 @@ std::vector<uint64_t> read_percpu_array_sums(int map_fd, size_t entries, size_t 
     }
   }
   return sums;
+}
+
+// The kernel's own "operation not supported" (include/linux/errno.h), which
+// bpf(2) returns as is and no libc header defines.
+constexpr int kKernelENOTSUPP = 524;
+
+Result<MapSnapshot> read_map(int map_fd, DataMapKind kind, size_t key_size, size_t value_size, size_t max_entries,
+                             bool clear) {
+  MapSnapshot snapshot;
+  const bool percpu = kind == DataMapKind::percpu_hash || kind == DataMapKind::percpu_array;
+  const bool array = kind == DataMapKind::array || kind == DataMapKind::percpu_array;
+  snapshot.key_size = key_size;
+  snapshot.cpus = percpu ? possible_cpu_count() : 1;
+  snapshot.value_stride = percpu ? snapshot.cpus * ((value_size + 7) / 8 * 8) : value_size;
+  std::vector<unsigned char> key(key_size), next(key_size), value(snapshot.value_stride);
+  const std::vector<unsigned char> zeros(snapshot.value_stride, 0);
+  auto fail = [&](const char* what) {
+    return runtime_error(std::string("cannot ") + what + " map entries: " + errno_text(errno));
+  };
+  if (array) {
+    // An array has every index from 0 to max_entries - 1.
+    for (uint32_t index = 0; index < max_entries; ++index) {
+      std::memcpy(key.data(), &index, std::min(key_size, sizeof index));
+      if (bpf_lookup_elem(map_fd, key.data(), value.data()) != 0) return fail("read");
+      if (clear && value != zeros && bpf_update_elem(map_fd, key.data(), const_cast<unsigned char*>(zeros.data()),
+                                                     BPF_EXIST) != 0) {
+        return fail("clear");
+      }
+      snapshot.keys.insert(snapshot.keys.end(), key.begin(), key.end());
+      snapshot.values.insert(snapshot.values.end(), value.begin(), value.end());
+      ++snapshot.entries;
+    }
+    return snapshot;
+  }
+  // A hash: collect the keys first. Deleting while walking would restart the
+  // walk (get_next_key of a deleted key starts over); the bound stops a walk
+  // that the program's inserts keep feeding.
+  std::vector<unsigned char> keys;
+  const void* previous = nullptr;
+  size_t seen = 0;
+  while (seen < max_entries && bpf_get_next_key(map_fd, const_cast<void*>(previous), next.data()) == 0) {
+    keys.insert(keys.end(), next.begin(), next.end());
+    key = next;
+    previous = key.data();
+    ++seen;
+  }
+  bool lookup_and_delete = true;
+  for (size_t i = 0; i < seen; ++i) {
+    unsigned char* k = keys.data() + i * key_size;
+    int rc;
+    if (clear && lookup_and_delete) {
+      errno = 0;
+      rc = bpf_lookup_and_delete(map_fd, k, value.data());
+      if (rc != 0 && (errno == EINVAL || errno == kKernelENOTSUPP || errno == EOPNOTSUPP)) {
+        lookup_and_delete = false;  // older kernels: lookup, then delete
+      }
+    }
+    if (!clear || !lookup_and_delete) {
+      rc = bpf_lookup_elem(map_fd, k, value.data());
+      if (rc == 0 && clear) bpf_delete_elem(map_fd, k);
+    }
+    if (rc != 0) {
+      if (errno == ENOENT) continue;  // the program deleted it meanwhile
+      return fail("read");
+    }
+    snapshot.keys.insert(snapshot.keys.end(), k, k + key_size);
+    snapshot.values.insert(snapshot.values.end(), value.begin(), value.end());
+    ++snapshot.entries;
+  }
+  return snapshot;
 }
 
 size_t possible_cpu_count() {

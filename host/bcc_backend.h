@@ -9,6 +9,8 @@
 // themselves) detaches everything.
 #pragma once
 
+#include <linux/bpf.h>  // the kernel's map type numbers (UAPI), not BCC's
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -29,6 +31,34 @@ struct OutputTable {
   std::vector<std::string> field_descriptions;  // "name#type", see event_layout.h
   int map_fd = -1;
 };
+
+// A map that is not an output buffer (hash, array, their per-CPU and LRU
+// forms, and any other kind), as BCC declared it: the program's own
+// aggregation tables (table_reader.h decides which of them it reads).
+struct DataTable {
+  std::string name;
+  int map_type = 0;              // BPF_MAP_TYPE_*
+  std::string key_description;   // BCC's JSON: "\"int\"" or ["key_t", [[...]], "struct_packed"]
+  std::string value_description;
+  size_t key_size = 0;
+  size_t value_size = 0;
+  size_t max_entries = 0;
+  int map_fd = -1;
+};
+
+// How the host reads a data table: its map type, as a kind.
+enum class DataMapKind { hash, array, percpu_hash, percpu_array, other };
+inline DataMapKind data_map_kind(int map_type) {
+  switch (map_type) {
+    case BPF_MAP_TYPE_HASH:
+    case BPF_MAP_TYPE_LRU_HASH: return DataMapKind::hash;
+    case BPF_MAP_TYPE_ARRAY: return DataMapKind::array;
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH: return DataMapKind::percpu_hash;
+    case BPF_MAP_TYPE_PERCPU_ARRAY: return DataMapKind::percpu_array;
+    default: return DataMapKind::other;
+  }
+}
 
 class LoadedFunction;
 
@@ -51,6 +81,8 @@ class Program {
   // Every perf-event-array and ring-buffer map, with the layout BCC recorded
   // for what the program submits to it (empty when it submits nothing).
   std::vector<OutputTable> output_tables() const;
+  // Every other map, with BCC's descriptions of its key and value types.
+  std::vector<DataTable> data_tables() const;
   bool has_table(const std::string& name) const;
   int table_fd(const std::string& name) const;
   // BCC's JSON description of a map's value type (nested structs, padding).
@@ -154,5 +186,28 @@ int insert_map_element(int map_fd, const void* key, const void* value);
 // Every entry of such a map, each of its u64 words summed over the possible
 // CPUs, flat: entry * words + word. Empty if a lookup fails.
 std::vector<uint64_t> read_percpu_array_sums(int map_fd, size_t entries, size_t words);
+
+// One read of a hash or array map: every entry's key and value bytes, flat
+// (entry i at i * key_size and i * value_stride). A per-CPU map's value is
+// every possible CPU's value one after the other, each padded to 8 bytes, so
+// value_stride is cpus * round_up(value_size, 8); `cpus` says how many.
+struct MapSnapshot {
+  size_t entries = 0;
+  size_t key_size = 0;
+  size_t value_stride = 0;
+  size_t cpus = 1;
+  std::vector<unsigned char> keys;
+  std::vector<unsigned char> values;
+};
+
+// Reads every entry of a hash or array map (kind as data_map_kind says).
+// With `clear`, what was read is also taken out of the map, so the next read
+// sees only what came after: hash entries are removed with the lookup
+// (BPF_MAP_LOOKUP_AND_DELETE_ELEM, Linux 5.14+; before that a lookup then a
+// delete), array entries are overwritten with zeros after their lookup (an
+// array cannot lose entries; an increment between the two is lost, as it is
+// for bcc's table.clear()).
+Result<MapSnapshot> read_map(int map_fd, DataMapKind kind, size_t key_size, size_t value_size, size_t max_entries,
+                             bool clear);
 
 }  // namespace tcptrace::bcc

@@ -85,7 +85,17 @@ void EventOutput::on_event(size_t table_index, const void* data, size_t size) {
     return;
   }
   if (metrics_ != nullptr) metrics_->observe(table_index, data);
-  if (json_) decoder->append_json(writer_.buffer(), data, size);
+  if (json_ && table_index < text_.size() && text_[table_index]) {
+    scratch_.clear();
+    decoder->append_json(scratch_, data, size);
+    if (text_header_table_ != table_index) {
+      writer_.buffer() += text_[table_index]->header();
+      text_header_table_ = table_index;
+    }
+    text_[table_index]->append_row(writer_.buffer(), scratch_);
+  } else if (json_) {
+    decoder->append_json(writer_.buffer(), data, size);
+  }
   writer_.event_appended();
 }
 

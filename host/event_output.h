@@ -17,6 +17,7 @@
 #include "bcc_backend.h"
 #include "event_decoder.h"
 #include "metrics.h"
+#include "text_output.h"
 
 namespace tcptrace {
 
@@ -93,6 +94,11 @@ class EventOutput final : public bcc::EventSink {
   // (those that found the buffer full), so they are not added again.
   void ignore_kernel_lost_records() { kernel_lost_records_ = false; }
 
+  // --output text: rows in columns instead of JSON lines, columns[i] for
+  // table i (the header is printed before the first row of a table, and
+  // again when the table changes).
+  void use_text_columns(std::vector<std::optional<TextColumns>> columns) { text_ = std::move(columns); }
+
  private:
   StdoutWriter& writer_;
   std::vector<std::optional<EventDecoder>> decoders_;
@@ -101,6 +107,9 @@ class EventOutput final : public bcc::EventSink {
   Metrics* metrics_;
   bool json_;
   bool kernel_lost_records_ = true;
+  std::vector<std::optional<TextColumns>> text_;
+  size_t text_header_table_ = SIZE_MAX;  // the table whose header was printed last
+  std::string scratch_;
 };
 
 }  // namespace tcptrace

@@ -48,7 +48,12 @@ cxxopts::Options make_parser() {
        cxxopts::value<std::string>(), "N")
       ("metrics", "serve Prometheus metrics at http://ADDR/metrics (IP:PORT, e.g. 127.0.0.1:9464)",
        cxxopts::value<std::string>(), "ADDR")
-      ("output", "event lines on stdout: json (default) or none", cxxopts::value<std::string>(), "KIND")
+      ("output", "event lines on stdout: json (default), text (columns and histograms for people) or none",
+       cxxopts::value<std::string>(), "KIND")
+      ("interval", "print the program's tables (BPF_HISTOGRAM, counts in BPF_HASH/BPF_ARRAY) every SECONDS, "
+       "clearing them after each print; they are always printed once at the end", cxxopts::value<std::string>(),
+       "SECONDS")
+      ("accumulate", "never clear the program's tables: each print shows the totals since the start")
       ("metrics-label", "add an opt-in label the program declares (e.g. dport); repeatable",
        cxxopts::value<std::vector<std::string>>(), "LABEL")
       ("metrics-label-limit", "distinct values an opt-in label keeps before folding the rest into \"other\" "
@@ -149,7 +154,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
                                "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
                                "program-file", "list", "print-source", "watch", "record-raw", "buffer", "metrics", "output",
-                               "metrics-label-limit", "aggregate"}) {
+                               "metrics-label-limit", "aggregate", "interval", "accumulate"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
@@ -227,8 +232,10 @@ Result<Options> parse_options(int argc, const char* const* argv) {
         options.output = Options::Output::json;
       } else if (text == "none") {
         options.output = Options::Output::none;
+      } else if (text == "text") {
+        options.output = Options::Output::text;
       } else {
-        return usage_error("--output: '" + text + "' is not one of json, none");
+        return usage_error("--output: '" + text + "' is not one of json, text, none");
       }
     }
     if (parsed.count("metrics-label")) {
@@ -279,6 +286,16 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       }
       options.duration_seconds = *seconds;
     }
+    if (parsed.count("interval")) {
+      const std::string text = parsed["interval"].as<std::string>();
+      auto seconds = parse_number<double>("interval", text);
+      if (!seconds) return std::move(seconds).take_error();
+      if (!std::isfinite(*seconds) || *seconds < 0.1) {
+        return usage_error("--interval: '" + text + "' must be a number of seconds, at least 0.1");
+      }
+      options.interval_seconds = *seconds;
+    }
+    options.accumulate = parsed.count("accumulate") > 0;
     if (parsed.count("count")) {
       const std::string text = parsed["count"].as<std::string>();
       auto count = parse_number<uint64_t>("count", text);
@@ -311,6 +328,10 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     return usage_error("--watch runs a program; it does not go with --check or --print-source");
   }
   if (options.check && options.print_source) return usage_error("--check and --print-source exclude each other");
+  if ((options.interval_seconds || options.accumulate) && (options.check || options.print_source)) {
+    return usage_error(std::string(options.interval_seconds ? "--interval" : "--accumulate") +
+                       " reads a running program's tables; it does not go with --check or --print-source");
+  }
   if (!options.metrics_labels.empty() && !options.metrics) return usage_error("--metrics-label needs --metrics ADDR");
   if (options.metrics && (options.check || options.print_source)) {
     return usage_error("--metrics serves a running program; it does not go with --check or --print-source");
@@ -328,8 +349,8 @@ Result<Options> parse_options(int argc, const char* const* argv) {
   // In-kernel aggregation sends no event to the host: whatever needs one
   // there cannot go with it.
   if (options.aggregate == Options::Aggregate::kernel && runs) {
-    if (options.output == Options::Output::json) {
-      return usage_error("--aggregate kernel: the events never reach the host, so there are no JSON lines; "
+    if (options.output != Options::Output::none) {
+      return usage_error("--aggregate kernel: the events never reach the host, so there are no event lines; "
                          "add --output none");
     }
     if (const std::string option = option_needing_events_in_host(options); !option.empty()) {

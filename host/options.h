@@ -37,7 +37,11 @@ struct Options {
   bool watch = false;                       // --watch
   std::optional<std::string> record_raw;    // --record-raw FILE
   std::optional<MetricsAddress> metrics;    // --metrics ADDR
-  enum class Output { json, none } output = Output::json;  // --output
+  enum class Output { json, none, text } output = Output::json;  // --output
+  // --interval: print the program's tables every SECONDS (table_reader.h);
+  // without it they are printed once, at the end.
+  std::optional<double> interval_seconds;
+  bool accumulate = false;                  // --accumulate: never clear the tables
   std::vector<std::string> metrics_labels;  // --metrics-label, opt-in labels by name
   size_t metrics_label_limit = kDefaultLabelLimit;  // --metrics-label-limit
   // --aggregate: where --metrics counts. automatic: in the kernel when

@@ -14,6 +14,60 @@ std::string_view seed_kind_name(SeedKind kind) {
   return kind == SeedKind::tcp_listeners ? "tcp-listeners" : "tcp-connections";
 }
 
+bool ProgramAnnotations::is_histogram(std::string_view map) const {
+  return std::find(histograms.begin(), histograms.end(), map) != histograms.end();
+}
+
+const TableDeclaration* ProgramAnnotations::listed_table(std::string_view map) const {
+  for (const TableDeclaration& table : tables) {
+    if (table.map == map) return &table;
+  }
+  return nullptr;
+}
+
+std::string_view table_unit_name(TableUnit unit) {
+  switch (unit) {
+    case TableUnit::none: return "";
+    case TableUnit::ns: return "ns";
+    case TableUnit::us: return "us";
+    case TableUnit::ms: return "ms";
+    case TableUnit::s: return "s";
+    case TableUnit::bytes: return "bytes";
+  }
+  return "";
+}
+
+std::vector<std::string> histogram_declarations(std::string_view source) {
+  std::vector<std::string> names;
+  auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  // The argument that starts at `at`, trimmed; `at` moves past its comma.
+  auto argument = [&](size_t& at) {
+    size_t end = at;
+    while (end < source.size() && source[end] != ',' && source[end] != ')') ++end;
+    std::string_view word = source.substr(at, end - at);
+    while (!word.empty() && blank(word.front())) word.remove_prefix(1);
+    while (!word.empty() && blank(word.back())) word.remove_suffix(1);
+    at = end < source.size() ? end + 1 : end;
+    return word;
+  };
+  auto add = [&](std::string_view name) {
+    if (is_identifier(name) && std::find(names.begin(), names.end(), name) == names.end()) names.emplace_back(name);
+  };
+  for (size_t at = source.find("BPF_HISTOGRAM("); at != std::string_view::npos;
+       at = source.find("BPF_HISTOGRAM(", at + 1)) {
+    size_t arg = at + std::string_view("BPF_HISTOGRAM(").size();
+    add(argument(arg));
+  }
+  for (size_t at = source.find("BPF_TABLE("); at != std::string_view::npos; at = source.find("BPF_TABLE(", at + 1)) {
+    size_t arg = at + std::string_view("BPF_TABLE(").size();
+    if (argument(arg) != "\"histogram\"") continue;
+    argument(arg);  // key type
+    argument(arg);  // value type
+    add(argument(arg));
+  }
+  return names;
+}
+
 const std::vector<std::string>& known_filter_names() {
   static const std::vector<std::string> names = {"sport", "dport", "family", "pid", "min-us", "no-failures"};
   return names;
@@ -75,6 +129,29 @@ Result<ProgramAnnotations> parse_program_annotations(std::string_view source) {
     return {};
   });
   if (!seed) return std::move(seed).take_error();
+  Status tables = for_each_annotation_word(source, "tcptrace:tables", [&](std::string_view word, size_t line) -> Status {
+    const std::string where = "line " + std::to_string(line) + ": tcptrace:tables '" + std::string(word) + "': ";
+    annotations.tables_listed = true;
+    const size_t eq = word.find('=');
+    TableDeclaration table;
+    table.map = std::string(word.substr(0, eq));
+    if (!is_identifier(table.map)) return runtime_error(where + "the map name is not an identifier");
+    if (eq != std::string_view::npos) {
+      const std::string_view unit = word.substr(eq + 1);
+      for (TableUnit known : {TableUnit::ns, TableUnit::us, TableUnit::ms, TableUnit::s, TableUnit::bytes}) {
+        if (unit == table_unit_name(known)) table.unit = known;
+      }
+      if (table.unit == TableUnit::none) return runtime_error(where + "unknown unit (known: ns, us, ms, s, bytes)");
+    }
+    if (table.map.rfind("tcptrace_", 0) == 0) {
+      return runtime_error(where + "maps named tcptrace_* are the host's own");
+    }
+    if (annotations.listed_table(table.map) != nullptr) return runtime_error(where + "this map is listed twice");
+    annotations.tables.push_back(std::move(table));
+    return {};
+  });
+  if (!tables) return std::move(tables).take_error();
+  annotations.histograms = histogram_declarations(source);
   return annotations;
 }
 

@@ -29,6 +29,22 @@
 //       gives their key and value types, checked when the program loads),
 //       and defines the offsets tcptrace_socket_netns() reads a socket's
 //       network namespace at, from the kernel's BTF.
+//   // tcptrace:tables NAME NAME=UNIT ...
+//       The maps the host reads and prints (--interval, and once at exit)
+//       and exports (--metrics), instead of every histogram and every hash
+//       or array with integer values (table_reader.h). Listing a map also
+//       says its counts may be cleared after each read, as bcc's tools do;
+//       maps found without a list are read but never cleared, as the host
+//       cannot tell a counter from state the program keeps (a start time per
+//       thread). UNIT (ns, us, ms, s, bytes) is what a histogram counts:
+//       its text header says "usecs" and so on, and its metric is exported
+//       in seconds or bytes. A map that does not exist or does not hold
+//       integers is an error when the program loads.
+//
+// Histograms are the maps a program declares with BPF_HISTOGRAM(NAME, ...)
+// or BPF_TABLE("histogram", ..., NAME, ...): BCC keeps no trace of that
+// macro (an int-keyed histogram is a plain array of u64), so the host reads
+// it from the source, as it reads the annotations.
 #pragma once
 
 #include <string>
@@ -50,15 +66,34 @@ struct SeedDeclaration {
 
 std::string_view seed_kind_name(SeedKind kind);
 
+// What a histogram's values measure (tcptrace:tables NAME=UNIT).
+enum class TableUnit { none, ns, us, ms, s, bytes };
+
+struct TableDeclaration {
+  std::string map;
+  TableUnit unit = TableUnit::none;
+};
+
+std::string_view table_unit_name(TableUnit unit);  // "us"; "" for none
+
 struct ProgramAnnotations {
   std::vector<AttachMethod> attach_methods;  // empty: no variants
   std::vector<std::string> filters;          // option names without "--"
   bool ring_buffer_capable = false;          // tcptrace:buffers lists ringbuf
   std::vector<SeedDeclaration> seeds;        // tcptrace:seed, one per kind at most
+  bool tables_listed = false;                // a tcptrace:tables line exists
+  std::vector<TableDeclaration> tables;      // tcptrace:tables, each map once
+  std::vector<std::string> histograms;       // maps declared BPF_HISTOGRAM(NAME...)
+  bool is_histogram(std::string_view map) const;
+  const TableDeclaration* listed_table(std::string_view map) const;
   bool honours(std::string_view filter) const;
 };
 
 Result<ProgramAnnotations> parse_program_annotations(std::string_view source);
+
+// The names of the maps `source` declares with BPF_HISTOGRAM(NAME, ...) or
+// BPF_TABLE("histogram", KEY, VALUE, NAME, ...), each once, in order.
+std::vector<std::string> histogram_declarations(std::string_view source);
 
 // Option names (without "--") of every filter option the host knows.
 const std::vector<std::string>& known_filter_names();

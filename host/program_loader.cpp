@@ -175,6 +175,25 @@ Result<KernelCounts> take_kernel_counts(const bcc::Program& program, const Build
   return counts;
 }
 
+// The program's tables the host reads (table_reader.h), checked against
+// its tcptrace:tables line, with our own fds of their maps.
+Status take_data_tables(const bcc::Program& program, const std::vector<FormatHint>& hints, const WallClock& clock,
+                        LoadedProgram& loaded) {
+  const std::string& path = loaded.plan.source.path;
+  const std::vector<bcc::DataTable> maps = program.data_tables();
+  auto specs = select_tables(maps, loaded.plan.annotations);
+  if (!specs) return runtime_error(path + ": " + specs.error().message);
+  auto views = make_table_views(*specs, hints, clock);
+  if (!views) return runtime_error(path + ": " + views.error().message);
+  for (const TableView& view : *views) {
+    auto fd = duplicate_map_fd(program.table_fd(view.spec().name), view.spec().name);
+    if (!fd) return std::move(fd).take_error();
+    loaded.data_table_fds.push_back(std::move(fd).value());
+  }
+  loaded.data_tables = std::move(views).value();
+  return {};
+}
+
 }  // namespace
 
 KernelCountSnapshot read_kernel_counts(const KernelCounts& counts) {
@@ -401,11 +420,14 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
     loaded->kernel_counts.emplace(std::move(counts).value());
   }
 
+  if (Status s = take_data_tables(program, loaded->plan.hints, clock, *loaded); !s) return std::move(s).take_error();
+
   size_t with_fields = 0;
   for (const auto& t : loaded->tables) with_fields += t.field_descriptions.empty() ? 0 : 1;
-  if (with_fields == 0 && !loaded->kernel_counts) {
+  if (with_fields == 0 && !loaded->kernel_counts && loaded->data_tables.empty()) {
     return runtime_error(path +
-                         ": the program submits no struct to a BPF_PERF_OUTPUT or BPF_RINGBUF_OUTPUT table, "
+                         ": the program submits no struct to a BPF_PERF_OUTPUT or BPF_RINGBUF_OUTPUT table and "
+                         "keeps no table to read (BPF_HISTOGRAM, integer counts in a BPF_HASH or BPF_ARRAY), "
                          "so there is nothing to print");
   }
   for (const auto& table : loaded->tables) {
@@ -417,7 +439,8 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
     auto layout = parse_event_layout(table.field_descriptions, records);
     if (!layout) return runtime_error(path + ": table '" + table.name + "': " + layout.error().message);
     DecoderOptions decoder_options;
-    if (with_fields > 1) decoder_options.event_name = table.name;
+    // Table lines carry "event" too: with tables, every line names its source.
+    if (with_fields > 1 || !loaded->data_tables.empty()) decoder_options.event_name = table.name;
     auto decoder =
         EventDecoder::make(std::move(layout).value(), loaded->plan.hints, table.name, decoder_options, clock);
     if (!decoder) return runtime_error(path + ": " + decoder.error().message);

@@ -19,6 +19,7 @@
 #include "options.h"
 #include "program_annotations.h"
 #include "program_source.h"
+#include "table_reader.h"
 #include "wall_clock.h"
 
 namespace tcptrace {
@@ -78,6 +79,10 @@ struct LoadedProgram {
   std::optional<KernelCounts> kernel_counts;  // plan.aggregate_in_kernel
   std::vector<BoundMetric> metrics;           // the declared metrics, bound to tables or kernel arrays
   std::vector<SeededMap> seeded_maps;
+  // The program's own tables (tcptrace:tables, table_reader.h), with our
+  // own fds of their maps: data_table_fds[i] is data_tables[i]'s.
+  std::vector<TableView> data_tables;
+  std::vector<UniqueFd> data_table_fds;
 };
 
 // Compiles (twice when an event struct nests structs, to learn their

@@ -50,6 +50,18 @@ TEST(OptionsTest, RealisticCommandLine) {
   EXPECT_FALSE(options->filters.no_failures);
 }
 
+TEST(OptionsTest, TablesIntervalAccumulateAndTextOutput) {
+  auto options = parse({"--program", "states", "--interval", "2.5", "--accumulate", "--output", "text"});
+  ASSERT_TRUE(options) << options.error().message;
+  EXPECT_EQ(options->interval_seconds, 2.5);
+  EXPECT_TRUE(options->accumulate);
+  EXPECT_EQ(options->output, Options::Output::text);
+  auto defaults = parse({"--program", "states"});
+  ASSERT_TRUE(defaults);
+  EXPECT_FALSE(defaults->interval_seconds);
+  EXPECT_FALSE(defaults->accumulate);
+}
+
 TEST(OptionsTest, DefaultsWithOnlyProgram) {
   auto options = parse({"--program", "states"});
   ASSERT_TRUE(options.ok()) << options.error().message;
@@ -314,7 +326,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:65536"}, "--metrics"},
         BadCase{{"--program", "states", "--metrics", ":1", "--metrics", ":2"}, "--metrics"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--check"}, "--metrics"},
-        BadCase{{"--program", "states", "--output", "text"}, "--output"},
+        BadCase{{"--program", "states", "--output", "yaml"}, "--output"},
         BadCase{{"--program", "states", "--output", "none"}, "--output none"},
         BadCase{{"--program", "states", "--metrics-label", "dport"}, "--metrics-label"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "d-port"}, "--metrics-label"},
@@ -326,12 +338,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--metrics-label", "dport",
                  "--metrics-label-limit", "101"},
                 "--metrics-label-limit"},
+        // tables
+        BadCase{{"--program", "states", "--interval", "0"}, "--interval: '0' must be a number of seconds, at least 0.1"},
+        BadCase{{"--program", "states", "--interval", "x"}, "--interval: 'x' is not a number"},
+        BadCase{{"--program", "states", "--interval", "1", "--check"}, "--interval reads a running program's tables"},
+        BadCase{{"--program", "states", "--output", "csv"}, "--output: 'csv' is not one of json, text, none"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "text", "--aggregate", "kernel"},
+                "--aggregate kernel: the events never reach the host"},
         // --aggregate
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "bpf"},
                 "--aggregate: 'bpf' is not one of auto, kernel, host"},
         BadCase{{"--program", "states", "--aggregate", "host"}, "--aggregate chooses where --metrics counts"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--aggregate", "kernel"},
-                "--aggregate kernel: the events never reach the host, so there are no JSON lines; add --output none"},
+                "--aggregate kernel: the events never reach the host, so there are no event lines; add --output none"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "kernel",
                  "--metrics-label", "dport"},
                 "--aggregate kernel: --metrics-label needs the events in the host (use --aggregate host)"},

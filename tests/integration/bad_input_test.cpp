@@ -40,6 +40,12 @@ void make_scratch() {
   std::ofstream(d / "seed_wrong_map.bpf.c") << "// tcptrace:seed tcp-connections=owners\n"
                                             << "BPF_HASH(owners, u64, u32, 16);\n" << probe;
   std::ofstream(d / "seed_bad_kind.bpf.c") << "// tcptrace:seed udp-sockets=owners\n" << probe;
+  // Tables the annotation lists that the program does not have, or that
+  // hold no integers.
+  std::ofstream(d / "tables_no_map.bpf.c") << "// tcptrace:tables nothere\n" << probe;
+  std::ofstream(d / "tables_struct_values.bpf.c") << "// tcptrace:tables pairs\n"
+                                                  << "struct pair { u64 a; u64 b; };\n"
+                                                  << "BPF_HASH(pairs, u32, struct pair);\n" << probe;
   // Compiles and loads (the kernel checks a raw tracepoint's name only when
   // the program is attached to it), then attaching fails: no such
   // tracepoint.
@@ -160,6 +166,11 @@ std::vector<BadInput> cases() {
        "-> struct tcptrace_owner, tcptrace_owner.h)"},
       {"seed_kind_unknown", {"--program-file", dir + "/seed_bad_kind.bpf.c"}, 1,
        "line 1: tcptrace:seed 'udp-sockets=owners': unknown kind (known: tcp-listeners, tcp-connections)"},
+      {"tables_map_missing", {"--program-file", dir + "/tables_no_map.bpf.c"}, 1,
+       "tables_no_map.bpf.c: tcptrace:tables nothere: the program declares no such map"},
+      {"tables_struct_values", {"--program-file", dir + "/tables_struct_values.bpf.c"}, 1,
+       "tables_struct_values.bpf.c: tcptrace:tables pairs: its values are not integers (BCC describes them as "
+       "[\"pair\", [[\"a\",\"unsigned long long\"], [\"b\",\"unsigned long long\"] ], \"struct_packed\"])"},
       {"unknown_option", {"--program", "states", "--frobnicate"}, 2, "unknown option '--frobnicate'"},
       {"program_twice", {"--program", "states", "--program", "connlat"}, 2, "--program given more than once"},
       {"count_twice", {"--program", "states", "--count", "1", "--count", "2"}, 2, "--count given more than once"},
