@@ -18,6 +18,7 @@
 #include "kernel_headers.h"
 #include "kernel_probe.h"
 #include "metrics.h"
+#include "metrics_report.h"
 #include "metrics_server.h"
 #include "program_loader.h"
 #include "program_source.h"
@@ -99,6 +100,13 @@ class AggregateScraper {
   void refresh() {
     std::lock_guard lock(mutex_);
     read_locked();
+  }
+  // The declared metrics' report, the kernel's counts read first; under the
+  // lock, as a scrape may create series meanwhile.
+  std::string render(MetricsReport& report) {
+    std::lock_guard lock(mutex_);
+    read_locked();
+    return report.render();
   }
   // Events counted in the kernel since the tool started, over all versions.
   uint64_t events() {
@@ -370,7 +378,10 @@ Status run(const Options& options) {
   std::unique_ptr<Metrics> metrics;
   std::unique_ptr<AggregateScraper> scraper;
   std::unique_ptr<MetricsServer> metrics_server;
-  if (options.metrics) {
+  // The declared metrics are counted for --metrics, and for the reports of
+  // --output text and --interval (metrics_report.h) without a server.
+  const bool reports_metrics = options.output == Options::Output::text || options.interval_seconds.has_value();
+  if (options.metrics || reports_metrics) {
     MetricsConfig config;
     config.opt_in_labels = options.metrics_labels;
     config.label_limit = options.metrics_label_limit;
@@ -378,6 +389,8 @@ Status run(const Options& options) {
     config.bcc_version = TCPTRACE_BCC_VERSION;
     metrics = std::make_unique<Metrics>(std::move(config));
     scraper = std::make_unique<AggregateScraper>(*metrics);
+  }
+  if (options.metrics) {
     auto server = MetricsServer::start(*options.metrics, metrics->registry(),
                                        [reader = scraper.get()] { reader->refresh(); });
     if (!server) return std::move(server).take_error();
@@ -453,8 +466,19 @@ Status run(const Options& options) {
 
   uint64_t retired_misses = 0;  // skipped runs of versions replaced by --watch
 
+  std::optional<MetricsReport> metrics_report;
+  if (reports_metrics) {
+    metrics_report.emplace(*metrics, options.output == Options::Output::text, options.accumulate, clock);
+  }
+  auto print_metrics_report = [&] {
+    if (!metrics_report) return;
+    writer.buffer() += scraper->render(*metrics_report);
+    writer.flush();
+  };
+
   const double started = monotonic_seconds();
   double last_slow_check = started;
+  double next_report = started + options.interval_seconds.value_or(0);
   constexpr int kPollMs = 100;
   bool polling_failed = false;
   while (g_stop_signal == 0 && writer.wants_events()) {
@@ -466,6 +490,10 @@ Status run(const Options& options) {
     if (tables) {
       tables->tick(monotonic_seconds());
       if (std::string error = tables->take_error(); !error.empty()) report(error);
+    }
+    if (options.interval_seconds && monotonic_seconds() >= next_report) {
+      print_metrics_report();
+      while (next_report <= monotonic_seconds()) next_report += *options.interval_seconds;
     }
     writer.flush();
     if (monotonic_seconds() - last_slow_check < 0.5) continue;
@@ -520,6 +548,7 @@ Status run(const Options& options) {
   active->stop();
   finish_tables();
   writer.flush();
+  print_metrics_report();
   report_recursion_misses(*active);
   report_buffer_drops(*active, writer);
   const uint64_t skipped = retired_misses + active->misses_total;

@@ -454,6 +454,39 @@ void Metrics::add_kernel_histogram(size_t metric, size_t index, const std::vecto
   histogram(series, host_index).ObserveMultiple(bucket_increments, sum);
 }
 
+std::vector<Metrics::MetricValues> Metrics::declared_values() const {
+  std::vector<MetricValues> all;
+  for (const auto& owned : series_) {
+    const Series& series = *owned;
+    MetricValues metric;
+    metric.declaration = &series.bound.declaration;
+    const size_t n = std::max(series.counters.size(), series.histograms.size());
+    for (size_t index = 0; index < n; ++index) {
+      SeriesValues values;
+      if (index < series.counters.size() && series.counters[index] != nullptr) {
+        values.value = series.counters[index]->Value();
+      } else if (index < series.histograms.size() && series.histograms[index] != nullptr) {
+        const prometheus::ClientMetric collected = series.histograms[index]->Collect();
+        uint64_t below = 0;
+        for (const auto& bucket : collected.histogram.bucket) {
+          values.buckets.push_back(bucket.cumulative_count - below);
+          below = bucket.cumulative_count;
+        }
+        values.sum = collected.histogram.sample_sum;
+      } else {
+        continue;
+      }
+      for (const auto& [name, value] :
+           labels_of(series.bound.declaration, series.active, series.radix, series.folders, index)) {
+        values.labels[name] = value;
+      }
+      metric.series.push_back(std::move(values));
+    }
+    all.push_back(std::move(metric));
+  }
+  return all;
+}
+
 void Metrics::add_events(uint64_t count) { events_->Increment(static_cast<double>(count)); }
 
 void Metrics::add_lost_buffer(uint64_t count) { lost_buffer_->Increment(static_cast<double>(count)); }

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <climits>
+#include <map>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -141,6 +142,20 @@ class Metrics {
   void add_kernel_histogram(size_t metric, size_t index, const std::vector<double>& bucket_increments,
                             double sum);
   void add_events(uint64_t count);
+
+  // The declared metrics' series as they stand, for the reports of
+  // metrics_report.h. Histogram buckets are not cumulative, the last +Inf.
+  struct SeriesValues {
+    std::map<std::string, std::string> labels;
+    double value = 0;                  // counter
+    std::vector<uint64_t> buckets;     // histogram
+    double sum = 0;
+  };
+  struct MetricValues {
+    const MetricDeclaration* declaration = nullptr;
+    std::vector<SeriesValues> series;
+  };
+  std::vector<MetricValues> declared_values() const;
 
   void add_lost_buffer(uint64_t count);
   void add_skipped_runs(uint64_t count);

@@ -50,10 +50,11 @@ cxxopts::Options make_parser() {
        cxxopts::value<std::string>(), "ADDR")
       ("output", "event lines on stdout: json (default), text (columns and histograms for people) or none",
        cxxopts::value<std::string>(), "KIND")
-      ("interval", "print the program's tables (BPF_HISTOGRAM, counts in BPF_HASH/BPF_ARRAY) every SECONDS, "
-       "clearing them after each print; they are always printed once at the end", cxxopts::value<std::string>(),
-       "SECONDS")
-      ("accumulate", "never clear the program's tables: each print shows the totals since the start")
+      ("interval", "print the program's tables (BPF_HISTOGRAM, counts in BPF_HASH/BPF_ARRAY) and declared "
+       "metrics every SECONDS, clearing the tables after each print; both are printed once more at the end",
+       cxxopts::value<std::string>(), "SECONDS")
+      ("accumulate", "never clear the program's tables, and print the declared metrics' totals: each print "
+       "shows the totals since the start")
       ("metrics-label", "add an opt-in label the program declares (e.g. dport); repeatable",
        cxxopts::value<std::vector<std::string>>(), "LABEL")
       ("metrics-label-limit", "distinct values an opt-in label keeps before folding the rest into \"other\" "

@@ -215,6 +215,98 @@ TEST(DeclaredMetricsLabels, JsonLinesOfTheSameEvents) {
   EXPECT_EQ(events[1]["op"], "7") << "a value beyond the enum's names prints as its number";
 }
 
+// One row of bcc's print_log2_hist drawing, for bounds low..high.
+std::string histogram_row(uint64_t low, const std::string& high, uint64_t count, uint64_t most) {
+  char line[128];
+  const std::string bar(static_cast<size_t>(40 * count / most), '*');
+  std::snprintf(line, sizeof line, "%10llu -> %-10s : %-8llu |%-40s|\n", static_cast<unsigned long long>(low),
+                high.c_str(), static_cast<unsigned long long>(count), bar.c_str());
+  return line;
+}
+
+// --output text: the events as columns, and at the end the declared metrics
+// as bcc's tools print theirs: counters by label set, each histogram drawn
+// between its declared bounds (log2(1us,1ms): 1, 2, 4, ... 1024 us).
+TEST(DeclaredMetricsReport, TextOutputEndsWithTheMetrics) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  auto tool = start_ready({"--program-file", fixture(), "-D", "TEST_PID=" + std::to_string(getpid()), "--output",
+                           "text"});
+  ASSERT_TRUE(tool);
+  perform({0, 4, 0, 10});
+  perform({0, 2, 0, 1025});
+  perform({1, 6, 0, 3});
+  ASSERT_TRUE(tool->wait_for_lines(4, scaled(10s))) << tool->stderr_text();  // header and three rows
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  std::string read_rows, write_rows;
+  const std::vector<std::string> highs = {"1", "2", "4", "8", "16", "32", "64", "128", "256", "512", "1024", ""};
+  for (size_t i = 0; i < highs.size(); ++i) {
+    const uint64_t low = i == 0 ? 0 : std::stoull(highs[i - 1]) + 1;
+    read_rows += histogram_row(low, highs[i], i == 4 || i == 11 ? 1 : 0, 1);
+    if (i <= 2) write_rows += histogram_row(low, highs[i], i == 2 ? 1 : 0, 1);
+  }
+  const std::string expected = "fixture_ops_total{family=\"ipv4\",op=\"read\"} 2\n"
+                               "fixture_ops_total{family=\"ipv6\",op=\"write\"} 1\n"
+                               "fixture_op_microseconds_total{op=\"read\"} 1035\n"
+                               "fixture_op_microseconds_total{op=\"write\"} 3\n"
+                               "\nfixture_op_latency_seconds {op=\"read\"}\n"
+                               "     usecs               : count     distribution\n" +
+                               read_rows +
+                               "\nfixture_op_latency_seconds {op=\"write\"}\n"
+                               "     usecs               : count     distribution\n" +
+                               write_rows;
+  const std::string out = tool->stdout_text();
+  ASSERT_GE(out.size(), expected.size()) << out;
+  EXPECT_EQ(out.substr(out.size() - expected.size()), expected) << out;
+  const auto lines = tool->stdout_lines();
+  ASSERT_GE(lines.size(), 4u);
+  EXPECT_NE(lines[0].find("VALUE_US"), std::string::npos) << "the column header first: " << lines[0];
+}
+
+// --interval: each print is one JSON line per metric with what grew since
+// the previous print (a series that did not grow, a metric nothing reached
+// are left out), so the lines add up to the totals.
+TEST(DeclaredMetricsReport, IntervalPrintsWhatGrewAsJsonLines) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  auto tool = start_ready({"--program-file", fixture(), "-D", "TEST_PID=" + std::to_string(getpid()), "--output",
+                           "none", "--record-raw", "/dev/null", "--interval", "0.5"});
+  ASSERT_TRUE(tool);
+  perform({2, 4, 0, 0});
+  perform({2, 4, 0, 0});
+  ASSERT_TRUE(tool->wait_for_lines(1, scaled(10s))) << tool->stderr_text();
+  std::this_thread::sleep_for(600ms);  // at least one print between the two bursts
+  perform({2, 4, 0, 7});
+  const auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+  std::map<std::string, double> totals;
+  std::vector<nlohmann::json> lines;
+  do {
+    std::this_thread::sleep_for(100ms);
+    totals.clear();
+    lines.clear();
+    std::istringstream text(tool->stdout_text());
+    for (std::string line; std::getline(text, line);) lines.push_back(nlohmann::json::parse(line));
+    for (const auto& line : lines) {
+      for (const auto& series : line["series"]) {
+        totals[line["event"].get<std::string>()] += series.contains("value") ? series["value"].get<double>()
+                                                                             : series["count"].get<double>();
+      }
+    }
+  } while (totals["fixture_op_latency_seconds"] < 1 && std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  EXPECT_EQ(totals["fixture_ops_total"], 3) << tool->stdout_text();
+  EXPECT_EQ(totals["fixture_op_microseconds_total"], 7) << tool->stdout_text();
+  EXPECT_EQ(totals["fixture_op_latency_seconds"], 1) << tool->stdout_text();
+  for (const auto& line : lines) {
+    EXPECT_FALSE(line["series"].empty()) << line.dump();
+    EXPECT_TRUE(line["time"].is_string()) << line.dump();
+    if (line["event"] == "fixture_op_latency_seconds") {
+      EXPECT_EQ(line["series"][0]["labels"], nlohmann::json::parse(R"({"op":"sync"})"));
+      EXPECT_EQ(line["series"][0]["buckets"][3], nlohmann::json::parse(R"({"low":5,"high":8,"count":1})"));
+      EXPECT_EQ(line["unit"], "us");
+    }
+  }
+  EXPECT_GE(lines.size(), 4u) << "the first burst's line, then one line per metric for the second";
+}
+
 class TempDir {
  public:
   TempDir() {
