@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "http_get.h"
+#include "temp_dir.h"
 #include "tool_process.h"
 
 namespace tcptrace::testing {
@@ -307,21 +308,6 @@ TEST(DeclaredMetricsReport, IntervalPrintsWhatGrewAsJsonLines) {
   EXPECT_GE(lines.size(), 4u) << "the first burst's line, then one line per metric for the second";
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "tcptrace-declared-XXXXXX").string();
-    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -336,7 +322,7 @@ std::string read_text(const std::string& path) {
 // disappears; one whose buckets changed starts afresh with the new bounds.
 TEST(DeclaredMetricsWatch, SeriesFollowTheDeclarations) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  TempDir dir;
+  TempDir dir("tcptrace-declared");
   ASSERT_FALSE(dir.path().empty());
   const fs::path program = dir.path() / "declared.bpf.c";
   const std::string original = read_text(fixture());
@@ -375,7 +361,7 @@ TEST(DeclaredMetricsWatch, SeriesFollowTheDeclarations) {
 // the generated code would otherwise fail to compile at the output line).
 TEST(DeclaredMetricsCheck, MistakesAtTheirLinesInBothVariants) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  TempDir dir;
+  TempDir dir("tcptrace-declared");
   ASSERT_FALSE(dir.path().empty());
   const fs::path program = dir.path() / "typo.bpf.c";
   std::string text = read_text(fixture());

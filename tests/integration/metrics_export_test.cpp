@@ -16,6 +16,7 @@
 
 #include "http_get.h"
 #include "loopback.h"
+#include "temp_dir.h"
 #include "tool_process.h"
 
 namespace tcptrace::testing {
@@ -358,21 +359,6 @@ TEST(MetricsExport, PortInUseIsARuntimeErrorWithNothingLoaded) {
 const char* const kPrometheus = "/usr/bin/prometheus";
 
 // A temporary directory removed with everything in it, also on failure.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "tcptrace-prometheus-XXXXXX").string();
-    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // An instant query's result vector.
 json prometheus_query(uint16_t port, const std::string& promql) {
@@ -434,7 +420,7 @@ TEST_P(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
 
   fs::path data_dir;
   {
-    TempDir dir;
+    TempDir dir("tcptrace-prometheus");
     ASSERT_FALSE(dir.path().empty());
     data_dir = dir.path() / "data";
     std::ofstream(dir.path() / "prometheus.yml") << "global:\n"
@@ -533,7 +519,7 @@ INSTANTIATE_TEST_SUITE_P(Where, MetricsPrometheus, ::testing::Values("kernel", "
 // maps, and what the old one counted stays in the metrics, once.
 TEST(MetricsExport, WatchKeepsTheCountsOfTheReplacedVersion) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  TempDir dir;
+  TempDir dir("tcptrace-prometheus");
   ASSERT_FALSE(dir.path().empty());
   const fs::path program = dir.path() / "connlat.bpf.c";
   fs::copy_file(fs::path(TCPTRACE_SOURCE_DIR) / "programs" / "connlat.bpf.c", program);
@@ -571,7 +557,7 @@ TEST(MetricsExport, WatchKeepsTheCountsOfTheReplacedVersion) {
 // declaration's line; each leaves nothing loaded.
 TEST(MetricsExport, AggregateKernelNeedsAProgramThatCan) {
   TCPTRACE_REQUIRE_PRIVILEGES();
-  TempDir dir;
+  TempDir dir("tcptrace-prometheus");
   ASSERT_FALSE(dir.path().empty());
   const std::string source = "struct event { u32 pid; };\n"
                              "BPF_PERF_OUTPUT(events);\n"
