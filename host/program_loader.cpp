@@ -555,6 +555,28 @@ std::string check_report_json(const LoadedProgram& loaded) {
   // Where --metrics would count: the kernel (the aggregating variant, which
   // has no outputs) or the host (from the outputs' events).
   report["aggregation"] = loaded.plan.aggregate_in_kernel ? "kernel" : "host";
+  // The declared metrics, where they are counted, and their labels.
+  report["metrics"] = nlohmann::json::array();
+  for (const BoundMetric& metric : loaded.metrics) {
+    const MetricDeclaration& d = metric.declaration;
+    nlohmann::json labels = nlohmann::json::array();
+    for (const MetricLabel& label : d.labels) {
+      labels.push_back({{"name", label.name}, {"field", label.field}, {"opt_in", label.opt_in}});
+    }
+    nlohmann::json entry = {{"name", d.name},
+                            {"kind", d.kind == MetricKind::counter ? "counter" : "histogram"},
+                            {"line", d.line},
+                            {"labels", labels}};
+    entry["table"] = metric.table_index < loaded.table_names.size()
+                         ? nlohmann::json(loaded.table_names[metric.table_index])
+                         : nlohmann::json(nullptr);
+    if (d.kind == MetricKind::histogram) {
+      entry["value"] = d.value_field;
+      entry["unit"] = d.unit;
+      entry["bounds"] = d.exported_bounds();
+    }
+    report["metrics"].push_back(entry);
+  }
   report["outputs"] = nlohmann::json::array();
   for (size_t i = 0; i < loaded.tables.size(); ++i) {
     nlohmann::json table = {

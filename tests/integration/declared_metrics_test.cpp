@@ -356,6 +356,31 @@ TEST(DeclaredMetricsWatch, SeriesFollowTheDeclarations) {
       << tool->stderr_text();
 }
 
+// --check lists the declared metrics: where each is declared and counted,
+// its labels, and a histogram's value, unit and exported bounds.
+TEST(DeclaredMetricsCheck, CheckListsTheMetrics) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  for (const char* where : {"host", "kernel"}) {
+    ToolProcess check({"--program-file", fixture(), "--check", "--aggregate", where});
+    ASSERT_EQ(check.wait_exit(scaled(120s)), 0) << check.stderr_text();
+    const auto report = nlohmann::json::parse(check.stdout_text());
+    ASSERT_EQ(report.at("metrics").size(), 3u) << report.dump();
+    const auto& ops = report["metrics"][0];
+    EXPECT_EQ(ops["name"], "fixture_ops_total");
+    EXPECT_EQ(ops["kind"], "counter");
+    EXPECT_EQ(ops["line"], 9);
+    EXPECT_EQ(ops["labels"], nlohmann::json::parse(R"([{"name":"op","field":"op","opt_in":false},
+        {"name":"family","field":"family","opt_in":false},{"name":"port","field":"port","opt_in":true}])"));
+    EXPECT_EQ(ops["table"], std::string(where) == "host" ? nlohmann::json("events") : nlohmann::json(nullptr));
+    const auto& latency = report["metrics"][2];
+    EXPECT_EQ(latency["unit"], "us");
+    EXPECT_EQ(latency["value"], "value_us");
+    ASSERT_EQ(latency["bounds"].size(), 11u);
+    EXPECT_DOUBLE_EQ(latency["bounds"][0].get<double>(), 1e-6);
+    EXPECT_DOUBLE_EQ(latency["bounds"][10].get<double>(), 1024e-6);
+  }
+}
+
 // Declarations naming fields the events do not have: one line per mistake at
 // the declaration's FILE:LINE, exit 1, in both variants (in the kernel's,
 // the generated code would otherwise fail to compile at the output line).
