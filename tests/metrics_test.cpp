@@ -73,6 +73,14 @@ std::vector<uint64_t> flat(const PercpuArray<T, N>& map) {
   for (const T& value : map.values) words.insert(words.end(), std::begin(value.words), std::end(value.words));
   return words;
 }
+// What the host reads from a program's two metric arrays and its count.
+template <typename M0, typename M1, typename Counted>
+tcptrace::KernelCountSnapshot snapshot_of(const M0& m0, const M1& m1, const Counted& counted) {
+  tcptrace::KernelCountSnapshot snapshot;
+  snapshot.metrics = {flat(m0), flat(m1)};
+  snapshot.counted = counted.values[0];
+  return snapshot;
+}
 }  // namespace generated_kernel
 
 namespace tcptrace {
@@ -539,16 +547,11 @@ TEST(KernelCounting, GeneratedCodeCountsRandomEventsAsTheHostDoes) {
                                   .data());
       events += 1;
     }
-    KernelCountSnapshot s_now;
-    s_now.metrics = {generated_kernel::flat(generated_kernel::states::tcptrace_m0),
-                     generated_kernel::flat(generated_kernel::states::tcptrace_m1)};
-    s_now.counted = generated_kernel::states::tcptrace_counted.values[0];
-    EXPECT_EQ(feed.feed(s_now, kernel), 5000u);
-    KernelCountSnapshot c_now;
-    c_now.metrics = {generated_kernel::flat(generated_kernel::connlat::tcptrace_m0),
-                     generated_kernel::flat(generated_kernel::connlat::tcptrace_m1)};
-    c_now.counted = generated_kernel::connlat::tcptrace_counted.values[0];
-    EXPECT_EQ(feed_connlat.feed(c_now, kernel_connlat), 5000u);
+    using namespace generated_kernel;
+    EXPECT_EQ(feed.feed(snapshot_of(states::tcptrace_m0, states::tcptrace_m1, states::tcptrace_counted), kernel), 5000u);
+    EXPECT_EQ(feed_connlat.feed(snapshot_of(connlat::tcptrace_m0, connlat::tcptrace_m1, connlat::tcptrace_counted),
+                                kernel_connlat),
+              5000u);
   }
   for (const auto& [from_host, from_kernel] :
        {std::make_pair(scrape(host), scrape(kernel)), std::make_pair(scrape(host_connlat), scrape(kernel_connlat))}) {
