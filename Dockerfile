@@ -12,6 +12,6 @@ FROM debian:bookworm
 
 COPY . /src
 WORKDIR /src
-RUN scripts/setup && scripts/build && rm -rf /var/lib/apt/lists/*
+RUN scripts/setup build && scripts/build && rm -rf /var/lib/apt/lists/*
 
 ENTRYPOINT ["/src/build/tcptrace-bcc"]

@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "metrics_report.h"
 #include "metrics_server.h"
+#include "privileges.h"
 #include "program_loader.h"
 #include "program_source.h"
 #include "system_checks.h"
@@ -390,9 +391,14 @@ Status run(const Options& options) {
     metrics = std::make_unique<Metrics>(std::move(config));
     scraper = std::make_unique<AggregateScraper>(*metrics);
   }
+  // Once the probes are attached nothing needs root's power but --watch,
+  // which loads again (privileges.h). Asked before any thread exists.
+  std::optional<PrivilegePlan> privileges;
+  if (!options.watch && !options.check) privileges = plan_privilege_drop();
   if (options.metrics) {
     auto server = MetricsServer::start(*options.metrics, metrics->registry(),
-                                       [reader = scraper.get()] { reader->refresh(); });
+                                       [reader = scraper.get()] { reader->refresh(); },
+                                       privileges ? &*privileges : nullptr);
     if (!server) return std::move(server).take_error();
     metrics_server = std::move(server).value();
   }
@@ -461,6 +467,10 @@ Status run(const Options& options) {
                 ? " (health only: the program declares no tcptrace:metric)"
                 : " (" + active->metrics_fed + (active->loaded->kernel_counts ? " counted in the kernel," : "") +
                       " and health)"));
+  }
+  if (privileges) {
+    if (Status s = drop_privileges(*privileges); !s) return s;
+    if (privileges->keep_bpf) report("kept CAP_BPF alone after attaching: " + privileges->reason);
   }
   report("ready: " + attached_text(*active));
 

@@ -34,6 +34,10 @@ std::string tracepoint_format_file(std::string const& category, std::string cons
 std::string parse_tracepoint(std::istream& input, std::string const& category, std::string const& event);
 }  // namespace ebpf
 
+// libbpf's, as libbcc links it; its header clashes with BCC's own copy of
+// the libbpf declarations, so it is declared here.
+extern "C" int libbpf_num_possible_cpus(void);
+
 namespace tcptrace::bcc {
 
 size_t possible_cpu_count();
@@ -807,13 +811,17 @@ Result<MapSnapshot> read_map(int map_fd, DataMapKind kind, size_t key_size, size
   return snapshot;
 }
 
+// The kernel copies a per-CPU value for every possible CPU
+// (for_each_possible_cpu in bpf_percpu_array_copy), so a read needs room for
+// as many as /sys/devices/system/cpu/possible lists, in any of its forms
+// ("0-3", "0,2-3", "0,1"): libbpf's parser, which counts the ranges' CPUs.
 size_t possible_cpu_count() {
-  std::ifstream file("/sys/devices/system/cpu/possible");
-  std::string text;
-  std::getline(file, text);  // "0-3" or "0"
-  const size_t dash = text.find('-');
-  const int last = std::atoi(text.c_str() + (dash == std::string::npos ? 0 : dash + 1));
-  return static_cast<size_t>(last + 1);
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus > 0) return static_cast<size_t>(cpus);
+  // Without the file there is no per-CPU value to size: the kernel's own
+  // count is then at least the configured processors.
+  const long configured = sysconf(_SC_NPROCESSORS_CONF);
+  return configured > 0 ? static_cast<size_t>(configured) : 1;
 }
 
 size_t tracepoint_struct_lines(const std::string& category, const std::string& event) {

@@ -7,6 +7,8 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
 
+#include <unistd.h>
+
 #include <mutex>
 #include <stdexcept>
 
@@ -25,6 +27,21 @@ int keep_start_message(const mg_connection*, const char* message) {
   std::lock_guard lock(g_log_mutex);
   if (g_start_log != nullptr && g_start_log->empty() && message != nullptr) *g_start_log = message;
   return 1;  // handled: civetweb prints nothing
+}
+
+// The privileges the server's threads keep (privileges.h); civetweb calls
+// init_thread in each thread it starts, before the thread serves anything.
+// A thread that cannot drop them ends the process: serving with more than
+// the plan allows is not an option.
+const PrivilegePlan* g_thread_privileges = nullptr;
+
+void* drop_thread_privileges(const mg_context*, int) {
+  if (g_thread_privileges != nullptr && !drop_privileges(*g_thread_privileges)) {
+    static const char message[] = "tcptrace-bcc: a metrics server thread cannot drop its capabilities\n";
+    (void)!::write(STDERR_FILENO, message, sizeof message - 1);
+    _exit(1);
+  }
+  return nullptr;
 }
 
 // A collectable that contributes no metric: prometheus-cpp's exposer
@@ -53,7 +70,8 @@ MetricsServer::~MetricsServer() = default;
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsAddress& address,
                                                             std::shared_ptr<prometheus::Registry> registry,
-                                                            std::function<void()> before_scrape) {
+                                                            std::function<void()> before_scrape,
+                                                            const PrivilegePlan* thread_privileges) {
   // mg_check_feature(8): IPv6 support, which Debian 12's civetweb is built
   // without; it would only say "invalid port spec".
   if (address.ipv6 && mg_check_feature(8) == 0) {
@@ -62,6 +80,12 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const MetricsAddress
   }
   static CivetCallbacks callbacks;
   callbacks.log_message = keep_start_message;
+  static PrivilegePlan thread_plan;
+  if (thread_privileges != nullptr) {
+    thread_plan = *thread_privileges;
+    g_thread_privileges = &thread_plan;
+    callbacks.init_thread = drop_thread_privileges;
+  }
   std::string start_log;
   {
     std::lock_guard lock(g_log_mutex);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "metrics.h"
+#include "privileges.h"
 #include "result.h"
 
 namespace prometheus {
@@ -23,10 +24,12 @@ class MetricsServer {
   // local) is a runtime error naming the address and civetweb's reason.
   // `before_scrape` runs on the server's thread at the start of every
   // scrape, before the registry is collected (in-kernel aggregation reads
-  // its maps there).
+  // its maps there). With `thread_privileges`, each server thread drops to
+  // them as it starts, before it serves anything (privileges.h).
   static Result<std::unique_ptr<MetricsServer>> start(const MetricsAddress& address,
                                                       std::shared_ptr<prometheus::Registry> registry,
-                                                      std::function<void()> before_scrape = {});
+                                                      std::function<void()> before_scrape = {},
+                                                      const PrivilegePlan* thread_privileges = nullptr);
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;

@@ -1,0 +1,154 @@
+// After "ready" the tool holds no capability (CapEff, CapPrm and CapBnd 0,
+// NoNewPrivs 1 in every thread), or CAP_BPF alone where the kernel refuses
+// bpf() on held fds without it; the buffers, the scrapes of in-kernel
+// counts and the teardown work all the same. --watch, which loads again,
+// keeps them.
+#include <gtest/gtest.h>
+#include <linux/bpf.h>
+#include <linux/capability.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "http_get.h"
+#include "loopback.h"
+#include "tool_process.h"
+
+namespace tcptrace::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+// The kernel's answer, asked independently of the tool: may a process with
+// no capability look up a map whose fd it holds? (Linux 6.5+: yes; before,
+// not with kernel.unprivileged_bpf_disabled set.)
+bool held_maps_readable_without_capabilities() {
+  union bpf_attr create {};
+  create.map_type = BPF_MAP_TYPE_ARRAY;
+  create.key_size = 4;
+  create.value_size = 4;
+  create.max_entries = 1;
+  const int map = static_cast<int>(syscall(SYS_bpf, BPF_MAP_CREATE, &create, sizeof create));
+  if (map < 0) return false;
+  const pid_t child = fork();
+  if (child == 0) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct none[2] = {};
+    if (syscall(SYS_capset, &header, none) != 0) _exit(2);
+    uint32_t key = 0, value = 0;
+    union bpf_attr lookup {};
+    lookup.map_fd = static_cast<uint32_t>(map);
+    lookup.key = reinterpret_cast<uint64_t>(&key);
+    lookup.value = reinterpret_cast<uint64_t>(&value);
+    _exit(syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &lookup, sizeof lookup) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  close(map);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// CAP_BPF where the kernel has it, as the tool keeps it.
+uint64_t bpf_capability_mask() {
+  return prctl(PR_CAPBSET_READ, 39, 0, 0, 0) >= 0 ? uint64_t{1} << 39 : uint64_t{1} << CAP_SYS_ADMIN;
+}
+
+// Fields of /proc/PID/task/TID/status for every thread of `pid`.
+std::vector<std::map<std::string, std::string>> thread_statuses(pid_t pid) {
+  std::vector<std::map<std::string, std::string>> all;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::map<std::string, std::string> fields;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      const size_t colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      std::string value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(" \t"));
+      fields[line.substr(0, colon)] = value;
+    }
+    all.push_back(fields);
+  }
+  return all;
+}
+
+uint64_t hex(const std::string& text) { return std::stoull(text, nullptr, 16); }
+
+void expect_dropped(pid_t pid, uint64_t kept) {
+  const auto threads = thread_statuses(pid);
+  ASSERT_FALSE(threads.empty());
+  for (const auto& status : threads) {
+    const std::string who = status.at("Name") + " (" + status.at("Pid") + ")";
+    EXPECT_EQ(hex(status.at("CapEff")), kept) << who;
+    EXPECT_EQ(hex(status.at("CapPrm")), kept) << who;
+    EXPECT_EQ(hex(status.at("CapInh")), 0u) << who;
+    EXPECT_EQ(hex(status.at("CapBnd")), 0u) << who;
+    EXPECT_EQ(hex(status.at("CapAmb")), 0u) << who;
+    EXPECT_EQ(status.at("NoNewPrivs"), "1") << who;
+  }
+}
+
+TEST(Privileges, NoneLeftAfterReadyAndEventsStillFlow) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const uint64_t kept = held_maps_readable_without_capabilities() ? 0 : bpf_capability_mask();
+  auto tool = start_ready({"--program", "states", "--metrics", "127.0.0.1:0"});
+  ASSERT_TRUE(tool);
+  expect_dropped(tool->pid(), kept);
+  // Events still arrive through the buffers the tool holds.
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  { Socket client = connect_loopback(AF_INET, listener.local_port()); }
+  ASSERT_TRUE(tool->wait_for_lines(2, scaled(10s))) << tool->stderr_text();
+  const uint16_t port = served_metrics_port(tool->stderr_text());
+  const auto series = parse_exposition(http_get(port, "/metrics").body);
+  EXPECT_GE(series.at("tcptrace_events_total"), 2);
+  expect_dropped(tool->pid(), kept);  // the server's threads too, after serving
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  EXPECT_EQ(tool->stderr_text().find("cannot"), std::string::npos) << tool->stderr_text();
+}
+
+// Counting in the kernel: every scrape reads the arrays with bpf() on fds
+// the tool holds, after it has dropped its capabilities.
+TEST(Privileges, InKernelCountsAreScrapedAfterTheDrop) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const uint64_t kept = held_maps_readable_without_capabilities() ? 0 : bpf_capability_mask();
+  auto tool = start_ready({"--program", "connlat", "--metrics", "127.0.0.1:0", "--output", "none"});
+  ASSERT_TRUE(tool);
+  EXPECT_NE(tool->stderr_text().find("(counting in the kernel)"), std::string::npos) << tool->stderr_text();
+  expect_dropped(tool->pid(), kept);
+  const uint16_t port = served_metrics_port(tool->stderr_text());
+  Socket listener = bind_loopback(AF_INET);
+  start_listening(listener);
+  for (int i = 0; i < 3; ++i) Socket client = connect_loopback(AF_INET, listener.local_port());
+  std::map<std::string, double> series;
+  const auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+  do {
+    series = parse_exposition(http_get(port, "/metrics").body);
+    if (series["tcptrace_tcp_connects_total{outcome=\"established\"}"] >= 3) break;
+    std::this_thread::sleep_for(50ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  // The scrapes' own connects count too: at least the test's three.
+  EXPECT_GE(series["tcptrace_tcp_connects_total{outcome=\"established\"}"], 3);
+  expect_dropped(tool->pid(), kept);
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+}
+
+// --watch compiles and loads every saved version: it keeps what that needs.
+TEST(Privileges, WatchKeepsThem) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  auto tool = start_ready({"--program-file", std::string(TCPTRACE_SOURCE_DIR) + "/programs/states.bpf.c", "--watch"});
+  ASSERT_TRUE(tool);
+  const auto threads = thread_statuses(tool->pid());
+  EXPECT_NE(hex(threads.front().at("CapEff")), 0u);
+  EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+}
+
+}  // namespace
+}  // namespace tcptrace::testing
