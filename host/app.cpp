@@ -391,8 +391,14 @@ Status run(const Options& options) {
     scraper = std::make_unique<AggregateScraper>(*metrics);
   }
   if (options.metrics) {
+    std::optional<WebConfig> web;
+    if (options.web_config) {
+      auto loaded_web = load_web_config(*options.web_config);
+      if (!loaded_web) return std::move(loaded_web).take_error();
+      web = std::move(loaded_web).value();
+    }
     auto server = MetricsServer::start(*options.metrics, metrics->registry(),
-                                       [reader = scraper.get()] { reader->refresh(); });
+                                       [reader = scraper.get()] { reader->refresh(); }, web ? &*web : nullptr);
     if (!server) return std::move(server).take_error();
     metrics_server = std::move(server).value();
   }
