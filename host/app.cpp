@@ -396,8 +396,14 @@ Status run(const Options& options) {
   std::optional<PrivilegePlan> privileges;
   if (!options.watch && !options.check) privileges = plan_privilege_drop();
   if (options.metrics) {
+    std::optional<WebConfig> web;
+    if (options.web_config) {
+      auto loaded_web = load_web_config(*options.web_config);
+      if (!loaded_web) return std::move(loaded_web).take_error();
+      web = std::move(loaded_web).value();
+    }
     auto server = MetricsServer::start(*options.metrics, metrics->registry(),
-                                       [reader = scraper.get()] { reader->refresh(); },
+                                       [reader = scraper.get()] { reader->refresh(); }, web ? &*web : nullptr,
                                        privileges ? &*privileges : nullptr);
     if (!server) return std::move(server).take_error();
     metrics_server = std::move(server).value();

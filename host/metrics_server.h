@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "privileges.h"
 #include "result.h"
+#include "web_config.h"
 
 namespace prometheus {
 class Collectable;
@@ -21,20 +22,25 @@ namespace tcptrace {
 class MetricsServer {
  public:
   // Binds and starts serving; an address that cannot be bound (in use, not
-  // local) is a runtime error naming the address and civetweb's reason.
+  // local) is a runtime error naming the address and civetweb's reason, and
+  // so is a certificate or key OpenSSL cannot use (with OpenSSL's reason).
   // `before_scrape` runs on the server's thread at the start of every
   // scrape, before the registry is collected (in-kernel aggregation reads
-  // its maps there). With `thread_privileges`, each server thread drops to
-  // them as it starts, before it serves anything (privileges.h).
+  // its maps there), and only for a request that passed authentication.
+  // `web`, from --web-config, adds TLS and basic authentication. With
+  // `thread_privileges`, each server thread drops to them as it starts,
+  // before it serves anything (privileges.h).
   static Result<std::unique_ptr<MetricsServer>> start(const MetricsAddress& address,
                                                       std::shared_ptr<prometheus::Registry> registry,
                                                       std::function<void()> before_scrape = {},
+                                                      const WebConfig* web = nullptr,
                                                       const PrivilegePlan* thread_privileges = nullptr);
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
-  // http://HOST:PORT/metrics with the port actually bound (port 0 picks one).
+  // http://HOST:PORT/metrics (https with TLS) with the port actually bound
+  // (port 0 picks one).
   const std::string& url() const { return url_; }
 
  private:

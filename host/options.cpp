@@ -48,6 +48,9 @@ cxxopts::Options make_parser() {
        cxxopts::value<std::string>(), "N")
       ("metrics", "serve Prometheus metrics at http://ADDR/metrics (IP:PORT, e.g. 127.0.0.1:9464)",
        cxxopts::value<std::string>(), "ADDR")
+      ("web-config", "TLS and basic authentication for --metrics, from FILE in the Prometheus exporter-toolkit "
+       "format (tls_server_config: cert_file, key_file; basic_auth_users: NAME: BCRYPT-HASH)",
+       cxxopts::value<std::string>(), "FILE")
       ("output", "event lines on stdout: json (default), text (columns and histograms for people) or none",
        cxxopts::value<std::string>(), "KIND")
       ("interval", "print the program's tables (BPF_HISTOGRAM, counts in BPF_HASH/BPF_ARRAY) and declared "
@@ -154,7 +157,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     }
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
                                "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
-                               "program-file", "list", "print-source", "watch", "record-raw", "buffer", "metrics", "output",
+                               "program-file", "list", "print-source", "watch", "record-raw", "buffer", "metrics", "web-config", "output",
                                "metrics-label-limit", "aggregate", "interval", "accumulate"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
@@ -227,6 +230,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       if (!address) return std::move(address).take_error();
       options.metrics = std::move(address).value();
     }
+    if (parsed.count("web-config")) options.web_config = parsed["web-config"].as<std::string>();
     if (parsed.count("output")) {
       const std::string text = parsed["output"].as<std::string>();
       if (text == "json") {
@@ -334,6 +338,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
                        " reads a running program's tables; it does not go with --check or --print-source");
   }
   if (!options.metrics_labels.empty() && !options.metrics) return usage_error("--metrics-label needs --metrics ADDR");
+  if (options.web_config && !options.metrics) return usage_error("--web-config needs --metrics ADDR");
   if (options.metrics && (options.check || options.print_source)) {
     return usage_error("--metrics serves a running program; it does not go with --check or --print-source");
   }

@@ -37,6 +37,7 @@ struct Options {
   bool watch = false;                       // --watch
   std::optional<std::string> record_raw;    // --record-raw FILE
   std::optional<MetricsAddress> metrics;    // --metrics ADDR
+  std::optional<std::string> web_config;    // --web-config FILE (web_config.h), read at start
   enum class Output { json, none, text } output = Output::json;  // --output
   // --interval: print the program's tables every SECONDS (table_reader.h);
   // without it they are printed once, at the end.

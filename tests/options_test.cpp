@@ -238,10 +238,17 @@ TEST(OptionsTest, AggregateChoices) {
   EXPECT_TRUE(parse({"--program", "connlat", "--print-source", "--aggregate", "kernel"}).ok());
 }
 
+TEST(OptionsTest, WebConfigIsKeptForTheServer) {
+  auto parsed = parse({"--program", "states", "--metrics", "127.0.0.1:0", "--web-config", "/etc/tcptrace/web.yml"});
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ(parsed->web_config, "/etc/tcptrace/web.yml");
+}
+
 TEST(OptionsTest, UsageTextNamesTheOptions) {
   const std::string text = usage_text();
   for (const char* option : {"--program", "--programs-dir", "--sport", "--dport", "--duration", "--count",
-                             "--kernel-headers", "--buffer-pages", "--help", "--version", "-4", "-6"}) {
+                             "--kernel-headers", "--buffer-pages", "--metrics", "--web-config", "--help", "--version", "-4",
+                             "-6"}) {
     EXPECT_TRUE(Contains(text, option));
   }
 }
@@ -345,6 +352,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--program", "states", "--output", "csv"}, "--output: 'csv' is not one of json, text, none"},
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "text", "--aggregate", "kernel"},
                 "--aggregate kernel: the events never reach the host"},
+        // --web-config
+        BadCase{{"--program", "states", "--web-config", "web.yml"}, "--web-config needs --metrics ADDR"},
+        BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--web-config", "a.yml", "--web-config", "b.yml"},
+                "--web-config given more than once"},
         // --aggregate
         BadCase{{"--program", "states", "--metrics", "127.0.0.1:1", "--output", "none", "--aggregate", "bpf"},
                 "--aggregate: 'bpf' is not one of auto, kernel, host"},

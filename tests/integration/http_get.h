@@ -22,9 +22,21 @@ struct HttpResponse {
   std::string body;
 };
 
+// A whole HTTP response as read to EOF; status 0 when it is not one.
+inline HttpResponse parse_http_response(const std::string& raw) {
+  HttpResponse response;
+  const size_t end_of_headers = raw.find("\r\n\r\n");
+  if (raw.rfind("HTTP/1.", 0) != 0 || end_of_headers == std::string::npos) return response;
+  response.status = std::stoi(raw.substr(9, 3));
+  response.headers = raw.substr(0, end_of_headers);
+  response.body = raw.substr(end_of_headers + 4);
+  return response;
+}
+
 // GET http://127.0.0.1:port<target>. HTTP/1.0, so the server closes the
-// connection after the response and EOF marks its end.
-inline HttpResponse http_get(uint16_t port, const std::string& target) {
+// connection after the response and EOF marks its end. `extra_headers`:
+// whole header lines, each ending in CRLF.
+inline HttpResponse http_get(uint16_t port, const std::string& target, const std::string& extra_headers = "") {
   HttpResponse response;
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return response;
@@ -38,7 +50,8 @@ inline HttpResponse http_get(uint16_t port, const std::string& target) {
     ::close(fd);
     return response;
   }
-  const std::string request = "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\n\r\n";
+  const std::string request =
+      "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\n" + extra_headers + "\r\n";
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
     ::close(fd);
     return response;
@@ -48,12 +61,7 @@ inline HttpResponse http_get(uint16_t port, const std::string& target) {
   ssize_t n;
   while ((n = ::recv(fd, buffer, sizeof buffer, 0)) > 0) raw.append(buffer, static_cast<size_t>(n));
   ::close(fd);
-  const size_t end_of_headers = raw.find("\r\n\r\n");
-  if (raw.rfind("HTTP/1.", 0) != 0 || end_of_headers == std::string::npos) return response;
-  response.status = std::stoi(raw.substr(9, 3));
-  response.headers = raw.substr(0, end_of_headers);
-  response.body = raw.substr(end_of_headers + 4);
-  return response;
+  return parse_http_response(raw);
 }
 
 // Prometheus text format: "name{labels} value" -> value; comments skipped.
@@ -71,12 +79,14 @@ inline std::map<std::string, double> parse_exposition(const std::string& text) {
 }
 
 // The port of the tool's "serving metrics at http://127.0.0.1:PORT/metrics"
-// line in `stderr_text`, 0 if there is none.
+// line (https:// with TLS) in `stderr_text`, 0 if there is none.
 inline uint16_t served_metrics_port(const std::string& stderr_text) {
-  const std::string marker = "serving metrics at http://127.0.0.1:";
-  const size_t at = stderr_text.find(marker);
-  if (at == std::string::npos) return 0;
-  return static_cast<uint16_t>(std::stoi(stderr_text.substr(at + marker.size())));
+  for (const std::string scheme : {"http", "https"}) {
+    const std::string marker = "serving metrics at " + scheme + "://127.0.0.1:";
+    const size_t at = stderr_text.find(marker);
+    if (at != std::string::npos) return static_cast<uint16_t>(std::stoi(stderr_text.substr(at + marker.size())));
+  }
+  return 0;
 }
 
 // A free loopback TCP port: bound to port 0 and released. Another process

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <crypt.h>
 #include <sys/wait.h>
 
 #include <cmath>
@@ -17,6 +18,7 @@
 #include "http_get.h"
 #include "loopback.h"
 #include "temp_dir.h"
+#include "tls_test_support.h"
 #include "tool_process.h"
 
 namespace tcptrace::testing {
@@ -514,6 +516,81 @@ TEST_P(MetricsPrometheus, RealServerScrapesExactCountsAndQuantile) {
 
 INSTANTIATE_TEST_SUITE_P(Where, MetricsPrometheus, ::testing::Values("kernel", "host"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// Through --web-config: Prometheus scrapes over HTTPS, trusting the
+// certificate the test made and checking its name, with basic
+// authentication; a second job with a wrong password is refused (up 0).
+TEST(MetricsPrometheusWebConfig, RealServerScrapesThroughTlsAndBasicAuth) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  struct stat st {};
+  if (::stat(kPrometheus, &st) != 0) {
+    if (running_in_ci()) FAIL() << "CI=true: " << kPrometheus << " is missing (scripts/setup installs prometheus)";
+    GTEST_SKIP() << kPrometheus << " is missing (Debian package prometheus)";
+  }
+  TempDir dir("tcptrace-prometheus");
+  ASSERT_FALSE(dir.path().empty());
+  const fs::path cert = dir.path() / "cert.pem";
+  ASSERT_TRUE(make_certificate(cert, dir.path() / "key.pem", "tcptrace-node")) << "openssl req failed";
+  char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+  ASSERT_NE(crypt_gensalt_rn("$2y$", 10, nullptr, 0, setting, sizeof setting), nullptr);
+  crypt_data data{};
+  const char* hash = crypt_rn("scrape-pass", setting, &data, sizeof data);
+  ASSERT_NE(hash, nullptr);
+  std::ofstream(dir.path() / "web.yml") << "tls_server_config:\n"
+                                           "  cert_file: cert.pem\n"
+                                           "  key_file: key.pem\n"
+                                           "basic_auth_users:\n"
+                                           "  prometheus: "
+                                        << hash << "\n";
+  ConnlatMetricsRun run({"--web-config", (dir.path() / "web.yml").string()});
+  ASSERT_NE(run.metrics_port, 0) << (run.tool ? run.tool->stderr_text() : "");
+
+  const auto job = [&](const std::string& name, const std::string& password) {
+    return "  - job_name: " + name +
+           "\n"
+           "    scheme: https\n"
+           "    tls_config:\n"
+           "      ca_file: " + cert.string() +
+           "\n"
+           "      server_name: tcptrace-node\n"
+           "    basic_auth:\n"
+           "      username: prometheus\n"
+           "      password: " + password +
+           "\n"
+           "    static_configs:\n"
+           "      - targets: ['127.0.0.1:" + std::to_string(run.metrics_port) + "']\n";
+  };
+  std::ofstream(dir.path() / "prometheus.yml") << "global:\n"
+                                                  "  scrape_interval: 1s\n"
+                                                  "  evaluation_interval: 1s\n"
+                                                  "scrape_configs:\n"
+                                               << job("tcptrace", "scrape-pass") << job("intruder", "guess");
+  const uint16_t prometheus_port = free_loopback_port();
+  ToolProcess prometheus({}, {"--config.file=" + (dir.path() / "prometheus.yml").string(),
+                              "--storage.tsdb.path=" + (dir.path() / "data").string(),
+                              "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port)},
+                         kPrometheus);
+  ASSERT_TRUE(prometheus.wait_for_stderr_line(
+      line_ending_with(" msg=\"Server is ready to receive web requests.\""), 60s))
+      << prometheus.stderr_text();
+  const auto up = [&](const std::string& name) { return query_value(prometheus_port, "up{job=\"" + name + "\"}"); };
+  for (int i = 0; i < 100 && !(up("tcptrace") == 1 && up("intruder") == 0); ++i) std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(up("tcptrace"), 1) << prometheus.stderr_text();
+  EXPECT_EQ(up("intruder"), 0) << "a wrong password is refused";
+
+  make_connects(run.listener.local_port(), 4, run.closed.port, 2);
+  const auto connects_of = [&](const std::string& outcome) {
+    return query_value(prometheus_port, "tcptrace_tcp_connects_total{job=\"tcptrace\",outcome=\"" + outcome + "\"}");
+  };
+  for (int i = 0; i < 150 && !(connects_of("established") == 4 && connects_of("refused") == 2); ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(connects_of("established"), 4) << prometheus.stderr_text();
+  EXPECT_EQ(connects_of("refused"), 2);
+  EXPECT_TRUE(prometheus_query(prometheus_port, "tcptrace_build_info{job=\"intruder\"}").empty());
+  EXPECT_EQ(prometheus.stop(SIGTERM, 30s), 0) << prometheus.stderr_text();
+  EXPECT_EQ(run.tool->stop(SIGINT), 0) << run.tool->stderr_text();
+}
 
 // --watch with counting in the kernel: the edited version starts with empty
 // maps, and what the old one counted stays in the metrics, once.
