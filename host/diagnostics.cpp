@@ -118,10 +118,8 @@ NonBlockingReports::~NonBlockingReports() {
   g_state = NonBlockingState{};
 }
 
-ThrottledCount::ThrottledCount(std::string prefix, std::string unit, double interval_seconds,
-                               std::function<double()> clock)
-    : prefix_(std::move(prefix)),
-      unit_(std::move(unit)),
+ThrottledCount::ThrottledCount(std::string what, double interval_seconds, std::function<double()> clock)
+    : what_(std::move(what)),
       interval_(interval_seconds),
       clock_(clock ? std::move(clock) : std::function<double()>(steady_seconds)) {}
 
@@ -152,8 +150,9 @@ void ThrottledCount::report_pending() {
   for (const auto& [source, count] : pending_) {
     sources += (sources.empty() ? "" : ", ") + source + ": " + std::to_string(count);
   }
-  report(prefix_ + " " + std::to_string(pending_total_) + " " + unit_ + " (" + sources + "; " +
-         std::to_string(total_) + " in all)" + note_);
+  std::string what = what_;
+  if (const size_t n = what.find("{N}"); n != std::string::npos) what.replace(n, 3, std::to_string(pending_total_));
+  report(what + " (" + sources + "; " + std::to_string(total_) + " in all)" + note_);
   ++lines_;
   pending_.clear();
   pending_total_ = 0;

@@ -38,9 +38,9 @@ class NonBlockingReports {
 // total.
 class ThrottledCount {
  public:
-  // Lines read "<prefix> N <unit> (<source>: n, ...; T in all)<note>".
-  ThrottledCount(std::string prefix, std::string unit, double interval_seconds = 1.0,
-                 std::function<double()> clock = {});
+  // Lines read "<what> (<source>: n, ...; T in all)<note>", with N in
+  // `what` ("lost {N} events") replaced by the count since the last line.
+  explicit ThrottledCount(std::string what, double interval_seconds = 1.0, std::function<double()> clock = {});
   // `note` explains the count; the latest one goes into the next line.
   void add(const std::string& source, uint64_t count, const std::string& note);
   void tick();
@@ -51,7 +51,7 @@ class ThrottledCount {
  private:
   void report_pending();
 
-  std::string prefix_, unit_;
+  std::string what_;
   double interval_;
   std::function<double()> clock_;
   double last_line_ = 0;

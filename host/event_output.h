@@ -68,9 +68,9 @@ class StdoutWriter {
   uint64_t truncated_ = 0;
   bool reader_gone_ = false;
   std::map<int, uint64_t> lost_by_cpu_;
-  ThrottledCount lost_lines_{"lost", "events"};
-  ThrottledCount truncated_lines_{"skipped", "samples shorter than their event struct"};
-  ThrottledCount skipped_lines_{"kernel skipped", "runs"};
+  ThrottledCount lost_lines_{"lost {N} events"};
+  ThrottledCount truncated_lines_{"skipped {N} samples shorter than their event struct"};
+  ThrottledCount skipped_lines_{"kernel skipped {N} runs"};
 };
 
 // --record-raw FILE: every sample as it arrived, for offline decoding and

@@ -25,7 +25,7 @@ size_t count_lines(const std::string& text, const std::string& needle) {
 
 TEST(ThrottledCount, OneLinePerIntervalWithRunningTotals) {
   double now = 100.0;
-  ThrottledCount lost("lost", "events", 1.0, [&] { return now; });
+  ThrottledCount lost("lost {N} events", 1.0, [&] { return now; });
   ::testing::internal::CaptureStderr();
   lost.add("CPU 0", 5, ": full");  // the first count is reported at once
   now = 100.2;
@@ -46,7 +46,7 @@ TEST(ThrottledCount, OneLinePerIntervalWithRunningTotals) {
 
 TEST(ThrottledCount, AStormMakesAtMostOneLineASecondAndFinishReportsTheRest) {
   double now = 0;
-  ThrottledCount lost("lost", "events", 1.0, [&] { return now; });
+  ThrottledCount lost("lost {N} events", 1.0, [&] { return now; });
   ::testing::internal::CaptureStderr();
   // 10 000 counts over 10 s, on 4 CPUs.
   for (int i = 0; i < 10000; ++i) {
