@@ -46,6 +46,10 @@ Result<PortSet> PortSet::parse(std::string_view option, std::string_view text) {
       if (!port) return std::move(port).take_error();
       range = {*port, *port};
     }
+    if (set.ranges_.size() == kMaxEntries) {
+      return usage_error(where + "more than " + std::to_string(kMaxEntries) +
+                         " entries in the port list (give ranges: 8000-8100)");
+    }
     set.ranges_.push_back(range);
     if (comma == std::string_view::npos) break;
     start = comma + 1;

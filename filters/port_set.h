@@ -18,6 +18,10 @@ struct PortRange {
 
 class PortSet {
  public:
+  // Entries (ports or ranges, as given) a list may hold: each becomes a
+  // switch case compiled into the program.
+  static constexpr size_t kMaxEntries = 1024;
+
   // Ports are 1..65535 (0 is never a connection's port); ranges are
   // inclusive, FIRST <= LAST. Errors are usage errors naming `option`.
   static Result<PortSet> parse(std::string_view option, std::string_view text);

@@ -25,6 +25,7 @@
 #include "program_source.h"
 #include "system_checks.h"
 #include "table_output.h"
+#include "trusted_file.h"
 #include "wall_clock.h"
 
 namespace tcptrace {
@@ -275,24 +276,21 @@ void report_buffer_drops(ActiveProgram& active, StdoutWriter& writer) {
     if (now[cpu] <= active.drops_seen[cpu]) continue;
     const uint64_t lost = now[cpu] - active.drops_seen[cpu];
     active.drops_seen[cpu] = now[cpu];
-    writer.add_lost(static_cast<int>(cpu), lost);
+    writer.add_lost(static_cast<int>(cpu), lost,
+                    std::string(active.loaded->plan.ring_buffer ? ": the ring buffer" : ": the perf buffer") +
+                        " was full, the reader fell behind; a larger --buffer-pages helps");
     if (active.metrics != nullptr) active.metrics->add_lost_buffer(lost);
-    report("lost " + std::to_string(lost) + " events on CPU " + std::to_string(cpu) +
-           (active.loaded->plan.ring_buffer ? " (the ring buffer" : " (the perf buffer") +
-           " was full: the reader fell behind; a larger --buffer-pages helps)");
   }
 }
 
 // Reports runs the kernel skipped since the last look (recursion_misses):
 // each is an event lost before it reached any buffer.
-void report_recursion_misses(ActiveProgram& active) {
+void report_recursion_misses(ActiveProgram& active, StdoutWriter& writer) {
   for (size_t i = 0; i < active.loaded->functions.size(); ++i) {
     const bcc::LoadedFunction& function = active.loaded->functions[i];
     const uint64_t now = function.recursion_misses().value_or(0);
     if (now > active.misses_seen[i]) {
-      report("kernel skipped " + std::to_string(now - active.misses_seen[i]) + " runs of " +
-             describe(function.probe()) +
-             " (recursion_misses: the program was already running on that CPU); their events are lost");
+      writer.add_skipped_runs(describe(function.probe()), now - active.misses_seen[i]);
       active.misses_total += now - active.misses_seen[i];
       if (active.metrics != nullptr) active.metrics->add_skipped_runs(now - active.misses_seen[i]);
       active.misses_seen[i] = now;
@@ -372,6 +370,17 @@ Status run(const Options& options) {
     return {};
   }
 
+  // --record-raw is opened before anything is compiled or loaded, like the
+  // metrics port below: a file it refuses fails at once, with nothing to
+  // undo.
+  std::optional<UniqueFd> raw_file;
+  std::optional<RawRecorder> recorder;
+  if (options.record_raw && !options.check) {
+    auto opened = open_private_output("--record-raw", *options.record_raw, file_trust_for_this_process());
+    if (!opened) return std::move(opened).take_error();
+    raw_file.emplace(std::move(opened).value());
+  }
+
   // The metrics port is bound before anything is compiled or loaded: an
   // address in use fails at once, with nothing to undo.
   // Declared in this order so the server (whose scrapes use the scraper,
@@ -436,15 +445,7 @@ Status run(const Options& options) {
   }
 
   StdoutWriter writer(STDOUT_FILENO, options.count);
-  std::optional<UniqueFd> raw_file;
-  std::optional<RawRecorder> recorder;
-  if (options.record_raw) {
-    raw_file.emplace(::open(options.record_raw->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!raw_file->valid()) {
-      return runtime_error("--record-raw: cannot create '" + *options.record_raw + "': " + std::strerror(errno));
-    }
-    recorder.emplace(raw_file->get());
-  }
+  if (raw_file) recorder.emplace(raw_file->get());
   RawRecorder* const recording = recorder ? &*recorder : nullptr;
   SignalHandlers signals;
   auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json, scraper.get());
@@ -479,6 +480,9 @@ Status run(const Options& options) {
     if (privileges->keep_bpf) report("kept CAP_BPF alone after attaching: " + privileges->reason);
   }
   report("ready: " + attached_text(*active));
+  // From here until the summary, a stderr nobody reads never stops the loop.
+  std::optional<NonBlockingReports> quiet_stderr;
+  quiet_stderr.emplace();
 
   uint64_t retired_misses = 0;  // skipped runs of versions replaced by --watch
 
@@ -514,8 +518,9 @@ Status run(const Options& options) {
     writer.flush();
     if (monotonic_seconds() - last_slow_check < 0.5) continue;
     last_slow_check = monotonic_seconds();
-    report_recursion_misses(*active);
+    report_recursion_misses(*active, writer);
     report_buffer_drops(*active, writer);
+    writer.tick_reports();
     // Without event lines (--output none) stdout is not ours to watch.
     if (json && writer.reader_closed()) break;
     if (!watch || !watch->changed()) continue;
@@ -550,7 +555,7 @@ Status run(const Options& options) {
       start_tables();
       continue;
     }
-    report_recursion_misses(*active);
+    report_recursion_misses(*active, writer);
     report_buffer_drops(*active, writer);
     retired_misses += active->misses_total;
     active = std::move(next).value();
@@ -565,12 +570,14 @@ Status run(const Options& options) {
   finish_tables();
   writer.flush();
   print_metrics_report();
-  report_recursion_misses(*active);
+  report_recursion_misses(*active, writer);
   report_buffer_drops(*active, writer);
   const uint64_t skipped = retired_misses + active->misses_total;
   const bool kernel_counted = active->loaded->kernel_counts.has_value();
   active.reset();
   if (recorder) recorder->flush();
+  writer.finish_reports();
+  quiet_stderr.reset();  // the rest is written, blocking: the summary must arrive
   report(summary_line(writer, skipped, kernel_counted ? std::optional<uint64_t>(scraper->events()) : std::nullopt));
   if (polling_failed) return runtime_error("polling the event buffers failed");
   return {};

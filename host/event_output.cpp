@@ -19,9 +19,31 @@ void StdoutWriter::event_appended() {
   if (buffer_.size() >= kFlushThreshold) flush();
 }
 
-void StdoutWriter::add_lost(int cpu, uint64_t count) {
+void StdoutWriter::add_lost(int cpu, uint64_t count, const std::string& note) {
   lost_ += count;
   lost_by_cpu_[cpu] += count;
+  lost_lines_.add("CPU " + std::to_string(cpu), count, note);
+}
+
+void StdoutWriter::add_truncated(const std::string& source) {
+  ++truncated_;
+  truncated_lines_.add(source, 1, ": never read past their end");
+}
+
+void StdoutWriter::add_skipped_runs(const std::string& probe, uint64_t count) {
+  skipped_lines_.add(probe, count, ": recursion_misses, the program was already running on that CPU; their events are lost");
+}
+
+void StdoutWriter::tick_reports() {
+  lost_lines_.tick();
+  truncated_lines_.tick();
+  skipped_lines_.tick();
+}
+
+void StdoutWriter::finish_reports() {
+  lost_lines_.finish();
+  truncated_lines_.finish();
+  skipped_lines_.finish();
 }
 
 bool StdoutWriter::flush() {
@@ -78,10 +100,9 @@ void EventOutput::on_event(size_t table_index, const void* data, size_t size) {
   // A truncated sample must never be read past its end, by the decoder or
   // by the metrics.
   if (size < decoder->layout().size) {
-    writer_.add_truncated();
+    writer_.add_truncated("table '" + table_names_[table_index] + "', " + std::to_string(size) + " of " +
+                          std::to_string(decoder->layout().size) + " bytes");
     if (metrics_ != nullptr) metrics_->add_truncated();
-    report("skipped a " + std::to_string(size) + "-byte sample from table '" + table_names_[table_index] +
-           "': shorter than its " + std::to_string(decoder->layout().size) + "-byte event struct");
     return;
   }
   if (metrics_ != nullptr) metrics_->observe(table_index, data);
@@ -101,10 +122,9 @@ void EventOutput::on_event(size_t table_index, const void* data, size_t size) {
 
 void EventOutput::on_lost(size_t table_index, int cpu, uint64_t count) {
   if (!kernel_lost_records_) return;
-  writer_.add_lost(cpu, count);
+  writer_.add_lost(cpu, count, ": table '" + table_names_.at(table_index) +
+                                   "', the reader fell behind; a larger --buffer-pages helps");
   if (metrics_ != nullptr) metrics_->add_lost_buffer(count);
-  report("lost " + std::to_string(count) + " events on CPU " + std::to_string(cpu) + " (table '" +
-         table_names_.at(table_index) + "': the reader fell behind; a larger --buffer-pages helps)");
 }
 
 }  // namespace tcptrace

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bcc_backend.h"
+#include "diagnostics.h"
 #include "event_decoder.h"
 #include "metrics.h"
 #include "text_output.h"
@@ -30,8 +31,16 @@ class StdoutWriter {
   std::string& buffer() { return buffer_; }
   void event_appended();
 
-  void add_lost(int cpu, uint64_t count);
-  void add_truncated() { ++truncated_; }
+  // Counts a loss and reports it through the lost-events line (at most one
+  // a second, diagnostics.h); `note` says why it happened.
+  void add_lost(int cpu, uint64_t count, const std::string& note);
+  // A sample shorter than its struct, from `source` ("table 'events'").
+  void add_truncated(const std::string& source);
+  // Runs of `probe` the kernel skipped (recursion_misses), reported alike.
+  void add_skipped_runs(const std::string& probe, uint64_t count);
+  // Reports counts whose line has come due; finish_reports() the rest.
+  void tick_reports();
+  void finish_reports();
 
   // Writes the buffered lines. Returns false once the reader has gone away
   // (EPIPE): the run should end quietly.
@@ -59,6 +68,9 @@ class StdoutWriter {
   uint64_t truncated_ = 0;
   bool reader_gone_ = false;
   std::map<int, uint64_t> lost_by_cpu_;
+  ThrottledCount lost_lines_{"lost {N} events"};
+  ThrottledCount truncated_lines_{"skipped {N} samples shorter than their event struct"};
+  ThrottledCount skipped_lines_{"kernel skipped {N} runs"};
 };
 
 // --record-raw FILE: every sample as it arrived, for offline decoding and

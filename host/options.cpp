@@ -44,7 +44,7 @@ cxxopts::Options make_parser() {
       ("count", "stop after N events", cxxopts::value<std::string>(), "N")
       ("kernel-headers", "kernel header tree to compile against", cxxopts::value<std::string>(), "DIR")
       ("buffer", "output buffers: auto, ringbuf or perf", cxxopts::value<std::string>(), "KIND")
-      ("buffer-pages", "buffer pages per CPU (power of two, default 64)",
+      ("buffer-pages", "buffer pages per CPU (power of two, default 64, at most 1024)",
        cxxopts::value<std::string>(), "N")
       ("metrics", "serve Prometheus metrics at http://ADDR/metrics (IP:PORT, e.g. 127.0.0.1:9464)",
        cxxopts::value<std::string>(), "ADDR")
@@ -312,8 +312,9 @@ Result<Options> parse_options(int argc, const char* const* argv) {
       const std::string text = parsed["buffer-pages"].as<std::string>();
       auto pages = parse_number<int>("buffer-pages", text);
       if (!pages) return std::move(pages).take_error();
-      if (*pages <= 0 || (*pages & (*pages - 1)) != 0 || *pages > 65536) {
-        return usage_error("--buffer-pages: '" + text + "' must be a power of two from 1 to 65536");
+      if (*pages <= 0 || (*pages & (*pages - 1)) != 0 || *pages > kMaxBufferPages) {
+        return usage_error("--buffer-pages: '" + text + "' must be a power of two from 1 to " +
+                           std::to_string(kMaxBufferPages));
       }
       options.buffer_pages = *pages;
     }

@@ -19,6 +19,10 @@ struct UserMacro {
   std::optional<std::string> value;
 };
 
+// --buffer-pages cap: the buffers are kernel memory pinned per CPU (a ring
+// buffer gets the pages of all CPUs), 4 MiB per CPU with 4 KiB pages.
+inline constexpr int kMaxBufferPages = 1024;
+
 struct Options {
   std::optional<std::string> program;       // --program NAME
   std::optional<std::string> program_file;  // --program-file FILE

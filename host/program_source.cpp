@@ -1,13 +1,15 @@
 #include "program_source.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
+
+#include "trusted_file.h"
 
 namespace tcptrace {
 namespace fs = std::filesystem;
@@ -16,10 +18,10 @@ namespace {
 
 constexpr std::string_view kSuffix = ".bpf.c";
 
-fs::path executable_dir() {
+fs::path executable_path() {
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? fs::path() : exe.parent_path();
+  return ec ? fs::path() : exe;
 }
 
 bool has_filter_header(const fs::path& dir) {
@@ -27,19 +29,61 @@ bool has_filter_header(const fs::path& dir) {
   return fs::is_regular_file(dir / "tcptrace_filter.h", ec);
 }
 
+// True when `path` is `dir` or below it; both are resolved first.
+bool is_inside(const fs::path& path, const fs::path& dir) {
+  std::error_code ec;
+  const fs::path p = fs::weakly_canonical(path, ec);
+  if (ec) return false;
+  fs::path d = fs::weakly_canonical(dir, ec);
+  if (ec) return false;
+  if (!d.has_filename()) d = d.parent_path();  // "build/" is "build"
+  auto [d_end, p_at] = std::mismatch(d.begin(), d.end(), p.begin(), p.end());
+  return d_end == d.end();
+}
+
+// The include directory BCC's clang reads headers from, as a program file:
+// every entry trusted, none a symbolic link that could lead elsewhere.
+Status check_include_directory(const std::string& dir, const FileTrust& trust) {
+  if (Status s = check_trusted_directory("include directory", dir, trust); !s) return s;
+  if (!trust.check_owners) return {};
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string path = entry.path().string();
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) continue;  // gone meanwhile
+    if (S_ISLNK(st.st_mode)) {
+      return runtime_error("include directory: '" + path + "' is a symbolic link; refusing it as root");
+    }
+    if (std::string reason = untrusted_reason(path, st, trust); !reason.empty()) {
+      return runtime_error("include directory: " + reason);
+    }
+  }
+  return {};
+}
+
 }  // namespace
+
+bool running_from_build_tree(const std::string& exe, const std::string& build_dir) {
+  return !exe.empty() && !build_dir.empty() && is_inside(exe, build_dir);
+}
 
 Result<ProgramLocations> find_program_locations(const std::optional<std::string>& programs_dir_option) {
   std::vector<ProgramLocations> candidates;
-  const fs::path exe_dir = executable_dir();
-  if (!exe_dir.empty()) {
-    const fs::path share = exe_dir.parent_path() / "share/tcptrace-bcc";
+  const fs::path exe = executable_path();
+  if (!exe.empty()) {
+    const fs::path share = exe.parent_path().parent_path() / "share/tcptrace-bcc";
     candidates.push_back({(share / "programs").string(), (share / "include").string()});
   }
-#ifdef TCPTRACE_SOURCE_DIR
-  const fs::path source = TCPTRACE_SOURCE_DIR;
-  candidates.push_back({(source / "programs").string(), (source / "filters").string()});
+#if defined(TCPTRACE_SOURCE_DIR) && defined(TCPTRACE_BINARY_DIR)
+  // Only a binary inside the build tree it was built in reads the source
+  // tree: an installed copy must never pick up programs from wherever it was
+  // built.
+  if (running_from_build_tree(exe.string(), TCPTRACE_BINARY_DIR)) {
+    const fs::path source = TCPTRACE_SOURCE_DIR;
+    candidates.push_back({(source / "programs").string(), (source / "filters").string()});
+  }
 #endif
+  const FileTrust trust = file_trust_for_this_process();
   for (const auto& candidate : candidates) {
     if (!has_filter_header(candidate.include_dir)) continue;
     ProgramLocations found = candidate;
@@ -48,6 +92,12 @@ Result<ProgramLocations> find_program_locations(const std::optional<std::string>
     if (!fs::is_directory(found.programs_dir, ec)) {
       return usage_error("--programs-dir: '" + found.programs_dir + "' is not a directory");
     }
+    if (Status s = check_trusted_directory(programs_dir_option ? "--programs-dir" : "programs directory",
+                                           found.programs_dir, trust);
+        !s) {
+      return std::move(s).take_error();
+    }
+    if (Status s = check_include_directory(found.include_dir, trust); !s) return std::move(s).take_error();
     return found;
   }
   return runtime_error("cannot find the installed programs and tcptrace_filter.h (looked in " +
@@ -80,17 +130,11 @@ Result<ProgramSource> read_named_program(const ProgramLocations& where, const st
 }
 
 Result<ProgramSource> read_program_file(const std::string& path) {
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (ec || !fs::exists(status)) return usage_error("--program-file: '" + path + "' does not exist");
-  if (fs::is_directory(status)) return usage_error("--program-file: '" + path + "' is a directory");
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return runtime_error("--program-file: cannot read '" + path + "': " + std::strerror(errno));
-  std::ostringstream text;
-  text << file.rdbuf();
+  auto text = read_trusted_file("--program-file", path, kMaxProgramFileBytes, file_trust_for_this_process());
+  if (!text) return std::move(text).take_error();
   ProgramSource source;
   source.path = path;
-  source.text = text.str();
+  source.text = std::move(text).value();
   if (source.text.empty()) return usage_error("--program-file: '" + path + "' is empty");
   std::string file_name = fs::path(path).filename().string();
   if (file_name.size() > kSuffix.size() &&

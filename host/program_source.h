@@ -18,7 +18,14 @@ struct ProgramLocations {
   std::string include_dir;  // holds tcptrace_filter.h
 };
 
+// Installed copies look only beside themselves; the source tree's programs/
+// and filters/ are used only by a binary whose own path (/proc/self/exe) is
+// inside the build directory it was built in (TCPTRACE_BINARY_DIR).
+// Directories and headers are checked as trusted_file.h says.
 Result<ProgramLocations> find_program_locations(const std::optional<std::string>& programs_dir_option);
+
+// True when `exe` lies inside `build_dir` (both resolved).
+bool running_from_build_tree(const std::string& exe, const std::string& build_dir);
 
 // NAME.bpf.c files in `dir`, names without the suffix, sorted.
 std::vector<std::string> list_programs(const std::string& dir);
@@ -32,8 +39,11 @@ struct ProgramSource {
 // Reads programs_dir/NAME.bpf.c; an unknown name lists the known ones.
 Result<ProgramSource> read_named_program(const ProgramLocations& where, const std::string& name);
 
-// Reads any program file (--program-file). A missing file, a directory or an
-// empty file is a usage error; an unreadable one a runtime error.
+// Reads any program file (--program-file), as trusted_file.h says: at most
+// kMaxProgramFileBytes of a regular file, no final symbolic link, and as root
+// only a file and directories no other user may write. A missing file, a
+// link, a directory, a FIFO or device, an empty or too large file is a usage
+// error; an unreadable or untrusted one a runtime error.
 Result<ProgramSource> read_program_file(const std::string& path);
 
 // The first line of a program's leading comment, without "NAME: ", for --list.

@@ -146,6 +146,23 @@ TEST(PortSetTest, VeryLargeList) {
   EXPECT_FALSE(set.contains(65535));
 }
 
+// A list is compiled into the program as one switch case per entry: its
+// length is capped so a command line cannot make an unbounded program.
+TEST(PortSetTest, ListLongerThanTheCapIsAUsageError) {
+  std::string at_cap, over_cap;
+  for (size_t i = 0; i < PortSet::kMaxEntries; ++i) at_cap += (i ? "," : "") + std::to_string(1 + 2 * i);
+  over_cap = at_cap + "," + std::to_string(1 + 2 * PortSet::kMaxEntries);
+  EXPECT_TRUE(PortSet::parse("--sport", at_cap).ok());
+  auto over = PortSet::parse("--sport", over_cap);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().exit_code, ExitCode::usage);
+  EXPECT_EQ(over.error().message, "--sport: more than 1024 entries in the port list (give ranges: 8000-8100)");
+  // Entries are counted as given, before adjacent ones merge.
+  std::string adjacent;
+  for (size_t i = 0; i <= PortSet::kMaxEntries; ++i) adjacent += (i ? "," : "") + std::to_string(1 + i);
+  EXPECT_FALSE(PortSet::parse("--dport", adjacent).ok());
+}
+
 class PortSetErrorTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(PortSetErrorTest, IsAUsageErrorNamingTheOption) {

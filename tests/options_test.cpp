@@ -184,11 +184,24 @@ TEST(OptionsTest, DurationFraction) {
 }
 
 TEST(OptionsTest, BufferPagesPowersOfTwo) {
-  for (const char* pages : {"1", "2", "64", "128", "65536"}) {
+  for (const char* pages : {"1", "2", "64", "128", "1024"}) {
     SCOPED_TRACE(pages);
     auto options = parse({"--program", "states", "--buffer-pages", pages});
     ASSERT_TRUE(options.ok()) << options.error().message;
     EXPECT_EQ(options->buffer_pages, std::stoi(pages));
+  }
+}
+
+// Buffer pages are pinned kernel memory, per CPU: capped at 1024 (4 MiB
+// per CPU with 4 KiB pages).
+TEST(OptionsTest, BufferPagesAboveTheCapAreAUsageError) {
+  for (const char* pages : {"2048", "65536", "1048576"}) {
+    SCOPED_TRACE(pages);
+    auto options = parse({"--program", "states", "--buffer-pages", pages});
+    ASSERT_FALSE(options.ok());
+    EXPECT_EQ(options.error().exit_code, ExitCode::usage);
+    EXPECT_EQ(options.error().message,
+              std::string("--buffer-pages: '") + pages + "' must be a power of two from 1 to 1024");
   }
 }
 

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "tool_process.h"
+#include "trusted_file.h"
 
 namespace tcptrace::testing {
 namespace {
@@ -53,6 +54,23 @@ void make_scratch() {
       << probe << "RAW_TRACEPOINT_PROBE(tcptrace_no_such_tracepoint) {\n  struct e v = {};\n"
       << "  events.perf_submit(ctx, &v, sizeof(v));\n  return 0;\n}\n";
   fs::permissions(d / "unreadable.bpf.c", fs::perms::none);
+  // Files a root process must not read or write (trusted_file.h).
+  ::mkfifo((d / "fifo.bpf.c").c_str(), 0644);
+  fs::create_symlink(d / "empty.bpf.c", d / "link.bpf.c");
+  std::ofstream(d / "large.bpf.c") << std::string(kMaxProgramFileBytes, '/') << "\n";
+  std::ofstream(d / "group_writable.bpf.c").close();
+  fs::permissions(d / "group_writable.bpf.c", fs::perms::owner_read | fs::perms::owner_write |
+                                                  fs::perms::group_read | fs::perms::group_write |
+                                                  fs::perms::others_read);
+  std::ofstream(d / "other_owner.bpf.c").close();
+  if (::chown((d / "other_owner.bpf.c").c_str(), 12345, 12345) != 0) ADD_FAILURE() << "chown";
+  fs::create_directories(d / "open_dir");
+  std::ofstream(d / "open_dir" / "prog.bpf.c").close();
+  fs::permissions(d / "open_dir", fs::perms::all);
+  std::ofstream(d / "raw_target").close();
+  fs::create_symlink(d / "raw_target", d / "raw_link");
+  fs::create_hard_link(d / "raw_target", d / "raw_hard_link");
+  ::mkfifo((d / "raw_fifo").c_str(), 0600);
   // A copy of the tool that an unprivileged user may execute wherever the
   // build tree lives.
   fs::copy_file(tool_binary(), d / "tcptrace-bcc");
@@ -131,6 +149,13 @@ TEST_P(BadInputTable, OneLineRightStatusNothingLeftLoaded) {
   EXPECT_EQ(wait_until_released(before), "") << "left in the kernel after the tool exited";
 }
 
+// 1025 ports: one entry more than a list may hold.
+std::string long_port_list() {
+  std::string list;
+  for (int port = 1; port <= 1025; ++port) list += (list.empty() ? "" : ",") + std::to_string(port);
+  return list;
+}
+
 std::vector<BadInput> cases() {
   const std::string dir = scratch().string();
   return {
@@ -151,6 +176,35 @@ std::vector<BadInput> cases() {
       {"program_file_unreadable", {"--program-file", dir + "/unreadable.bpf.c"}, 1,
        "cannot read '" + dir + "/unreadable.bpf.c': Permission denied", kWithoutFileOverride},
       {"program_file_empty", {"--program-file", dir + "/empty.bpf.c"}, 2, "is empty"},
+      {"program_file_fifo", {"--program-file", dir + "/fifo.bpf.c"}, 2,
+       "--program-file: '" + dir + "/fifo.bpf.c' is not a regular file (a FIFO, socket or device)"},
+      {"program_file_device", {"--program-file", "/dev/zero"}, 2,
+       "--program-file: '/dev/zero' is not a regular file (a FIFO, socket or device)"},
+      {"program_file_symlink", {"--program-file", dir + "/link.bpf.c"}, 2,
+       "--program-file: '" + dir + "/link.bpf.c' is a symbolic link; give the file it points to"},
+      {"program_file_too_large", {"--program-file", dir + "/large.bpf.c"}, 2,
+       "--program-file: '" + dir + "/large.bpf.c' is larger than 1048576 bytes"},
+      {"program_file_group_writable", {"--program-file", dir + "/group_writable.bpf.c"}, 1,
+       "--program-file: '" + dir + "/group_writable.bpf.c' is writable by group or others (mode 0664); refusing it "
+       "as root (chmod go-w)"},
+      {"program_file_other_owner", {"--program-file", dir + "/other_owner.bpf.c"}, 1,
+       "--program-file: '" + dir + "/other_owner.bpf.c' is owned by uid 12345, neither root nor the user running "
+       "the tool; refusing it as root"},
+      {"program_file_in_writable_directory", {"--program-file", dir + "/open_dir/prog.bpf.c"}, 1,
+       "--program-file: '" + dir + "/open_dir' is writable by group or others (mode 0777)"},
+      {"programs_dir_writable", {"--programs-dir", dir + "/open_dir", "--program", "prog"}, 1,
+       "--programs-dir: '" + dir + "/open_dir' is writable by group or others (mode 0777)"},
+      {"record_raw_symlink", {"--program", "states", "--duration", "0.1", "--record-raw", dir + "/raw_link"}, 2,
+       "--record-raw: '" + dir + "/raw_link' is a symbolic link; give the file it points to"},
+      {"record_raw_fifo", {"--program", "states", "--duration", "0.1", "--record-raw", dir + "/raw_fifo"}, 2,
+       "--record-raw: '" + dir + "/raw_fifo' is not a regular file (a FIFO, socket or device)"},
+      {"record_raw_hard_link", {"--program", "states", "--duration", "0.1", "--record-raw", dir + "/raw_hard_link"},
+       1, "--record-raw: '" + dir + "/raw_hard_link' has other hard links; refusing to overwrite it"},
+      // Opened before anything is compiled: its error comes, not the
+      // program's.
+      {"record_raw_before_compiling", {"--program-file", fixture("syntax_error.bpf.c"), "--record-raw",
+                                        "/nonexistent-tcptrace-dir/raw"}, 1,
+       "--record-raw: cannot resolve '/nonexistent-tcptrace-dir': No such file or directory"},
       {"does_not_compile", {"--program-file", fixture("syntax_error.bpf.c")}, 1,
        fixture("syntax_error.bpf.c") + ":12:", {}, false},
       {"verifier_rejects", {"--program-file", fixture("verifier_reject.bpf.c")}, 1,
@@ -171,6 +225,10 @@ std::vector<BadInput> cases() {
       {"tables_struct_values", {"--program-file", dir + "/tables_struct_values.bpf.c"}, 1,
        "tables_struct_values.bpf.c: tcptrace:tables pairs: its values are not integers (BCC describes them as "
        "[\"pair\", [[\"a\",\"unsigned long long\"], [\"b\",\"unsigned long long\"] ], \"struct_packed\"])"},
+      {"buffer_pages_over_cap", {"--program", "states", "--buffer-pages", "2048"}, 2,
+       "--buffer-pages: '2048' must be a power of two from 1 to 1024"},
+      {"sport_list_too_long", {"--program", "states", "--sport", long_port_list()}, 2,
+       "--sport: more than 1024 entries in the port list (give ranges: 8000-8100)"},
       {"unknown_option", {"--program", "states", "--frobnicate"}, 2, "unknown option '--frobnicate'"},
       {"program_twice", {"--program", "states", "--program", "connlat"}, 2, "--program given more than once"},
       {"count_twice", {"--program", "states", "--count", "1", "--count", "2"}, 2, "--count given more than once"},

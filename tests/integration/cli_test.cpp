@@ -2,10 +2,14 @@
 // nothing on stdout but events, and a quiet exit when the reader goes away.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "loopback.h"
+#include "temp_dir.h"
 #include "tool_process.h"
 
 namespace tcptrace::testing {
@@ -109,6 +113,55 @@ TEST(Cli, ClosedStdoutEndsTheRunWithStatusZero) {
   close(err[0]);
   EXPECT_EQ(err_text.find("cannot write"), std::string::npos) << err_text;
   EXPECT_NE(err_text.find("events,"), std::string::npos) << err_text;
+}
+
+// A copy of the tool outside its build tree is an installed one: it looks
+// for its programs beside itself (../share/tcptrace-bcc) and never in the
+// source tree it was built from. --list needs no root and loads nothing.
+TEST(Cli, AnInstalledCopyNeverReadsTheBuildTreesPrograms) {
+  const TempDir prefix("tcptrace-installed");
+  ASSERT_FALSE(prefix.path().empty());
+  namespace fs = std::filesystem;
+  fs::create_directories(prefix.path() / "bin");
+  const std::string copy = (prefix.path() / "bin" / "tcptrace-bcc").string();
+  fs::copy_file(tool_binary(), copy);
+  {
+    ToolProcess tool({}, {"--list"}, copy);
+    EXPECT_EQ(tool.wait_exit(30s), 1) << tool.stderr_text();
+    EXPECT_NE(tool.stderr_text().find("cannot find the installed programs and tcptrace_filter.h (looked in " +
+                                      (prefix.path() / "share/tcptrace-bcc/include").string() + ")"),
+              std::string::npos)
+        << tool.stderr_text();
+    EXPECT_EQ(tool.stdout_text(), "");
+  }
+  // Installed beside it, as `cmake --install` lays them out, they are found.
+  const fs::path share = prefix.path() / "share/tcptrace-bcc";
+  fs::create_directories(share / "programs");
+  fs::create_directories(share / "include");
+  const fs::path source = TCPTRACE_SOURCE_DIR;
+  fs::copy_file(source / "programs/states.bpf.c", share / "programs/states.bpf.c");
+  fs::copy_file(source / "filters/tcptrace_filter.h", share / "include/tcptrace_filter.h");
+  ToolProcess tool({}, {"--list"}, copy);
+  EXPECT_EQ(tool.wait_exit(30s), 0) << tool.stderr_text();
+  EXPECT_EQ(tool.stdout_text().rfind("states ", 0), 0u) << tool.stdout_text();
+  EXPECT_EQ(tool.stdout_text().find("connlat"), std::string::npos) << "only the installed program";
+}
+
+// --record-raw writes a private file: mode 0600 even when the file was
+// there before with another mode, emptied first.
+TEST(Cli, RecordRawFileIsPrivate) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const TempDir dir("tcptrace-raw");
+  const std::string path = (dir.path() / "samples.raw").string();
+  std::ofstream(path) << "old contents";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                                         std::filesystem::perms::group_read | std::filesystem::perms::others_read);
+  const Outcome r = run_to_end({"--program", "states", "--sport", "1", "--duration", "0.2", "--record-raw", path});
+  EXPECT_EQ(r.status, 0) << r.err;
+  struct stat st {};
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_size, 0) << "no event on port 1, and the old contents are gone";
 }
 
 }  // namespace

@@ -268,8 +268,10 @@ TEST(DeclaredMetricsReport, TextOutputEndsWithTheMetrics) {
 // are left out), so the lines add up to the totals.
 TEST(DeclaredMetricsReport, IntervalPrintsWhatGrewAsJsonLines) {
   TCPTRACE_REQUIRE_PRIVILEGES();
+  // --record-raw takes regular files only (trusted_file.h): a private one.
+  const TempDir raw("tcptrace-raw");
   auto tool = start_ready({"--program-file", fixture(), "-D", "TEST_PID=" + std::to_string(getpid()), "--output",
-                           "none", "--record-raw", "/dev/null", "--interval", "0.5"});
+                           "none", "--record-raw", (raw.path() / "samples.raw").string(), "--interval", "0.5"});
   ASSERT_TRUE(tool);
   perform({2, 4, 0, 0});
   perform({2, 4, 0, 0});

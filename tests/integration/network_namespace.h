@@ -19,14 +19,18 @@ namespace tcptrace::testing {
 class NetworkNamespace {
  public:
   explicit NetworkNamespace(std::string name) : name_(std::move(name)) {
-    std::system(("ip netns del " + name_ + " 2>/dev/null").c_str());
+    remove();  // one a killed run left behind
     created_ = std::system(("ip netns add " + name_ + " && ip -n " + name_ + " link set lo up").c_str()) == 0;
   }
-  ~NetworkNamespace() { std::system(("ip netns del " + name_ + " 2>/dev/null").c_str()); }
+  ~NetworkNamespace() { remove(); }
   NetworkNamespace(const NetworkNamespace&) = delete;
   NetworkNamespace& operator=(const NetworkNamespace&) = delete;
 
   bool created() const { return created_; }
+  // Deletes the namespace; there may be none, so the status says nothing.
+  void remove() {
+    if (std::system(("ip netns del " + name_ + " 2>/dev/null").c_str()) != 0) return;
+  }
   const std::string& name() const { return name_; }
 
   // Runs `work` on a thread that joins the namespace: setns() moves only the

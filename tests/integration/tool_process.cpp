@@ -54,6 +54,7 @@ ToolProcess::~ToolProcess() {
     kill(pid_, SIGKILL);
     reap(std::chrono::seconds(10));
   }
+  resume_stderr();  // the reader thread must reach the end of the pipe
   if (stdout_reader_.joinable()) stdout_reader_.join();
   if (stderr_reader_.joinable()) stderr_reader_.join();
 }
@@ -61,6 +62,10 @@ ToolProcess::~ToolProcess() {
 void ToolProcess::read_loop(int fd, std::string& sink) {
   char buf[65536];
   while (true) {
+    if (&sink == &stderr_) {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return !stderr_paused_; });
+    }
     ssize_t n = read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -70,6 +75,17 @@ void ToolProcess::read_loop(int fd, std::string& sink) {
   }
   close(fd);
   std::lock_guard lock(mutex_);
+  changed_.notify_all();
+}
+
+void ToolProcess::pause_stderr() {
+  std::lock_guard lock(mutex_);
+  stderr_paused_ = true;
+}
+
+void ToolProcess::resume_stderr() {
+  std::lock_guard lock(mutex_);
+  stderr_paused_ = false;
   changed_.notify_all();
 }
 
@@ -236,7 +252,12 @@ std::chrono::milliseconds scaled(std::chrono::milliseconds timeout) {
   return timeout * (scale > 0 ? scale : 1);
 }
 
-std::string tool_binary() { return TCPTRACE_BINARY; }
+// TCPTRACE_TEST_BINARY runs the tests against another build of the tool
+// (an earlier commit's, to see a new test fail there).
+std::string tool_binary() {
+  const char* other = std::getenv("TCPTRACE_TEST_BINARY");
+  return other != nullptr && *other != '\0' ? other : TCPTRACE_BINARY;
+}
 
 bool running_in_ci() {
   const char* ci = std::getenv("CI");

@@ -60,6 +60,13 @@ class ToolProcess {
   // Waits for the tool to exit by itself.
   int wait_exit(std::chrono::milliseconds timeout);
 
+  // Stops reading the tool's stderr (after a read under way, if any), so
+  // the pipe fills up as behind a reader that stalled; resume_stderr()
+  // reads on. stop() and wait_exit() need stderr read when the tool writes
+  // more at exit; ~ToolProcess kills the tool and reads to the end.
+  void pause_stderr();
+  void resume_stderr();
+
   pid_t pid() const { return pid_; }
   std::string stdout_text();
   std::string stderr_text();
@@ -79,6 +86,7 @@ class ToolProcess {
   pid_t pid_ = -1;
   int exit_status_ = -1;
   bool exited_ = false;
+  bool stderr_paused_ = false;
   std::mutex mutex_;
   std::condition_variable changed_;
   std::string stdout_;
