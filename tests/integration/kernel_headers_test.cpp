@@ -108,17 +108,15 @@ TEST(KernelHeaders, KheadersArchiveIsUnpackedByTheHostNeverFromAPlantedTmpDirect
   TCPTRACE_REQUIRE_PRIVILEGES();
   TempDir dir;
   ASSERT_FALSE(dir.path().empty());
-  const fs::path tmpdir = dir.path() / "tmp";
-  fs::create_directories(tmpdir);
   const std::string own_marker = "tcptrace-test: the host's own unpacking of the archive";
   const std::string archive = make_fake_kheaders(dir.path(), own_marker);
   PlantedKheaders planted;
   ASSERT_EQ(planted.problem(), "");
 
   // The test-only stand-in for /sys/kernel/kheaders.tar.xz, used before any
-  // installed tree; TMPDIR shows whether anything is left where a private
-  // directory would go.
-  ToolProcess tool({"env", "TCPTRACE_TEST_KHEADERS_ARCHIVE=" + archive, "TMPDIR=" + tmpdir.string()},
+  // installed tree. No TMPDIR: BCC 0.26 looks for $TMPDIR/kheaders-<release>,
+  // /tmp's when TMPDIR is unset, as it is for root on most machines.
+  ToolProcess tool({"env", "-u", "TMPDIR", "TCPTRACE_TEST_KHEADERS_ARCHIVE=" + archive},
                    {"--program", "states", "--check"});
   const int status = tool.wait_exit(scaled(60s));
   const std::string err = tool.stderr_text();
@@ -128,7 +126,7 @@ TEST(KernelHeaders, KheadersArchiveIsUnpackedByTheHostNeverFromAPlantedTmpDirect
   EXPECT_EQ(err.find(PlantedKheaders::kMarker), std::string::npos) << "BCC used the planted directory\n" << err;
   EXPECT_EQ(tool.stdout_text(), "");
 
-  // The planted tree is as it was, still another user's; nothing else is left.
+  // The planted tree is as it was, still another user's.
   EXPECT_EQ(fs::status(planted.path()).type(), fs::file_type::directory);
   struct stat st {};
   ASSERT_EQ(::stat(planted.path().c_str(), &st), 0);
@@ -137,7 +135,6 @@ TEST(KernelHeaders, KheadersArchiveIsUnpackedByTheHostNeverFromAPlantedTmpDirect
   std::sort(planted_files.begin(), planted_files.end());
   EXPECT_EQ(planted_files, (std::vector<std::string>{"kconfig.h", "planted.h"}));
   EXPECT_NE(read_text(planted.path() / "include/linux/kconfig.h").find(PlantedKheaders::kMarker), std::string::npos);
-  EXPECT_EQ(entries_of(tmpdir), std::vector<std::string>{});
 }
 
 // A split tree (build + source) the tool merges for BCC: any
