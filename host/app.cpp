@@ -333,6 +333,16 @@ std::string summary_line(const StdoutWriter& writer, uint64_t skipped, std::opti
   return line;
 }
 
+// True, after one line, when SIGINT or SIGTERM came during the start-up:
+// the run then ends (status 0, as for a signal after "ready") with nothing
+// attached.
+bool stopped_during_startup() {
+  if (g_stop_signal == 0) return false;
+  report(std::string("stopped by ") + (g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM") +
+         " during start-up; nothing was attached");
+  return true;
+}
+
 }  // namespace
 
 Status run(const Options& options) {
@@ -369,6 +379,11 @@ Status run(const Options& options) {
     write_stdout(render_source_for_print(*plan, *headers));
     return {};
   }
+
+  // From here on SIGINT and SIGTERM only set a flag, so a signal during the
+  // compile (seconds of BCC and clang) ends the run through the destructors
+  // below, which remove what the start-up made, instead of killing it.
+  SignalHandlers signals;
 
   // --record-raw is opened before anything is compiled or loaded, like the
   // metrics port below: a file it refuses fails at once, with nothing to
@@ -431,9 +446,15 @@ Status run(const Options& options) {
   auto headers = choose_kernel_headers(search, options.kernel_headers);
   if (!headers) return std::move(headers).take_error();
   if (std::string line = describe_header_choice(*headers, search.running_release); !line.empty()) report(line);
+  headers = unpack_kheaders(std::move(headers).value());
+  if (!headers) return std::move(headers).take_error();
+  if (stopped_during_startup()) return {};
 
   const WallClock clock;
   auto loaded = compile_and_load(std::move(plan).value(), *headers, search.running_release, clock);
+  // A signal during the compile may also have cut short one of BCC's reads
+  // (EINTR); the stop wins over what that did to the compile.
+  if (stopped_during_startup()) return {};
   if (!loaded) return std::move(loaded).take_error();
 
   if (options.check) {
@@ -447,7 +468,6 @@ Status run(const Options& options) {
   StdoutWriter writer(STDOUT_FILENO, options.count);
   if (raw_file) recorder.emplace(raw_file->get());
   RawRecorder* const recording = recorder ? &*recorder : nullptr;
-  SignalHandlers signals;
   auto activated = activate(std::move(loaded).value(), writer, options.buffer_pages, recording, metrics.get(), json, scraper.get());
   if (!activated) return std::move(activated).take_error();
   std::unique_ptr<ActiveProgram> active = std::move(activated).value();

@@ -1,9 +1,14 @@
 #include "kernel_headers.h"
 
+#include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/mount.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <cstdlib>
@@ -11,6 +16,8 @@
 #include <fstream>
 #include <set>
 #include <system_error>
+
+#include "kheaders_archive.h"
 
 namespace tcptrace {
 namespace fs = std::filesystem;
@@ -105,6 +112,10 @@ HeaderSearchPaths default_header_search_paths() {
   utsname un{};
   uname(&un);
   paths.running_release = un.release;
+  if (const char* archive = std::getenv("TCPTRACE_TEST_KHEADERS_ARCHIVE"); archive && *archive) {
+    paths.kheaders_archive = archive;
+    paths.kheaders_first = true;
+  }
   return paths;
 }
 
@@ -181,9 +192,23 @@ Result<HeaderChoice> choose_kernel_headers(const HeaderSearchPaths& paths,
     choice.tree = std::move(tree).value();
     return choice;
   }
+  if (paths.kheaders_first && is_file(paths.kheaders_archive)) {
+    choice.match = HeaderMatch::kheaders;
+    choice.kheaders_archive = paths.kheaders_archive;
+    return choice;
+  }
   const fs::path running = fs::path(paths.modules_dir) / paths.running_release;
   if (auto tree = tree_from_modules_dir(running, paths.running_release)) {
     choice.match = HeaderMatch::exact;
+    // BCC finds this tree itself only where its own lookup looks (loader.cc:
+    // DIR/source when DIR/build and DIR/source are both directories, else
+    // DIR/build, or DIR/$BCC_KERNEL_MODULES_SUFFIX); where that has no
+    // include/linux/kconfig.h it turns to /tmp/kheaders-<release> instead,
+    // so the tree is handed over.
+    const bool split = is_dir(running / "build") && is_dir(running / "source");
+    const char* suffix = std::getenv("BCC_KERNEL_MODULES_SUFFIX");
+    const fs::path bcc_looks_at = split ? running / "source" : running / (suffix ? suffix : "build");
+    if (!has_kconfig(bcc_looks_at)) choice.tree = std::move(*tree);
     return choice;
   }
   // The running kernel's own tree under /usr/src without its /lib/modules
@@ -196,6 +221,7 @@ Result<HeaderChoice> choose_kernel_headers(const HeaderSearchPaths& paths,
   }
   if (is_file(paths.kheaders_archive)) {
     choice.match = HeaderMatch::kheaders;
+    choice.kheaders_archive = paths.kheaders_archive;
     return choice;
   }
   std::vector<HeaderTree> installed = installed_header_trees(paths);
@@ -216,7 +242,9 @@ std::string describe_header_choice(const HeaderChoice& choice, const std::string
     case HeaderMatch::exact:
       return "";
     case HeaderMatch::kheaders:
-      return "using the running kernel's built-in headers (/sys/kernel/kheaders.tar.xz)";
+      return "using the running kernel's built-in headers (" +
+             (choice.kheaders_archive.empty() ? std::string("/sys/kernel/kheaders.tar.xz") : choice.kheaders_archive) +
+             ")";
     case HeaderMatch::chosen:
     case HeaderMatch::fallback: {
       const HeaderTree& tree = *choice.tree;
@@ -268,11 +296,12 @@ std::error_code merge_into(const fs::path& dest, const std::vector<fs::path>& di
   return {};
 }
 
-// Where the merged tree goes: $TMPDIR when set; else /dev/shm when it is a
-// tmpfs, else /tmp. The tree's ~120 links and directories are made and
-// removed on every run; on this project's CI machine (/tmp on ext4) that
-// cost ~60 ms of the start-up, on tmpfs well under one.
-std::string merged_tree_parent() {
+// Where a PrivateHeaderSpace directory goes: $TMPDIR when set; else
+// /dev/shm when it is a tmpfs, else /tmp. A merged tree's ~120 links and
+// directories are made and removed on every run; on this project's CI
+// machine (/tmp on ext4) that cost ~60 ms of the start-up, on tmpfs well
+// under one.
+std::string private_directory_parent() {
   if (const char* tmp = std::getenv("TMPDIR"); tmp && *tmp) return tmp;
   struct statfs fs_info {};
   if (::statfs("/dev/shm", &fs_info) == 0 && fs_info.f_type == TMPFS_MAGIC && ::access("/dev/shm", W_OK) == 0) {
@@ -281,48 +310,93 @@ std::string merged_tree_parent() {
   return "/tmp";
 }
 
+// A tmpfs attached to no mount point, as an fd; -1 when the kernel refuses
+// (no CAP_SYS_ADMIN in the mount namespace's user namespace, or a kernel
+// older than 5.2). mode=0700 keeps even other processes of root's that find
+// /proc/<pid>/fd/N out of nothing they could not read anyway.
+int detached_tmpfs() {
+  const int context = ::fsopen("tmpfs", FSOPEN_CLOEXEC);
+  if (context < 0) return -1;
+  int mount_fd = -1;
+  if (::fsconfig(context, FSCONFIG_SET_STRING, "mode", "0700", 0) == 0 &&
+      ::fsconfig(context, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) == 0) {
+    mount_fd = ::fsmount(context, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+  }
+  ::close(context);
+  return mount_fd;
+}
+
 }  // namespace
 
-Result<MergedHeaderTree> MergedHeaderTree::create(const HeaderTree& tree) {
-  if (tree.single_tree()) return MergedHeaderTree(tree.build_dir, false);
-  std::string pattern = merged_tree_parent() + "/tcptrace-bcc-headers-XXXXXX";
-  if (mkdtemp(pattern.data()) == nullptr) {
-    return runtime_error("cannot create a directory for the merged kernel header tree in " +
-                         fs::path(pattern).parent_path().string());
+Result<std::unique_ptr<PrivateHeaderSpace>> PrivateHeaderSpace::create(Kind kind) {
+  if (kind != Kind::directory) {
+    if (const int fd = detached_tmpfs(); fd >= 0) {
+      return std::unique_ptr<PrivateHeaderSpace>(
+          new PrivateHeaderSpace("/proc/self/fd/" + std::to_string(fd), fd, true));
+    }
+    if (kind == Kind::detached) {
+      return runtime_error(std::string("cannot make a private tmpfs for kernel headers: ") + std::strerror(errno));
+    }
   }
-  MergedHeaderTree merged(pattern, true);
+  std::string pattern = private_directory_parent() + "/tcptrace-bcc-headers-XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return runtime_error("cannot create a private directory for kernel headers in " +
+                         fs::path(pattern).parent_path().string() + ": " + std::strerror(errno));
+  }
+  const int fd = ::open(pattern.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    ::rmdir(pattern.c_str());
+    return runtime_error("cannot open " + pattern + ": " + std::strerror(err));
+  }
+  return std::unique_ptr<PrivateHeaderSpace>(new PrivateHeaderSpace(pattern, fd, false));
+}
+
+PrivateHeaderSpace::~PrivateHeaderSpace() {
+  if (!detached_) {
+    std::error_code ec;
+    fs::remove_all(path_, ec);  // removes links, never their targets
+  }
+  // The detached tmpfs goes with its last reference: this fd (BCC's working
+  // directory during a compile is only on the compiling thread).
+  ::close(fd_);
+}
+
+Result<HeaderChoice> unpack_kheaders(HeaderChoice choice, PrivateHeaderSpace::Kind kind) {
+  if (choice.match != HeaderMatch::kheaders || choice.unpacked) return choice;
+  auto space = PrivateHeaderSpace::create(kind);
+  if (!space) return std::move(space).take_error();
+  auto unpacked = unpack_kheaders_archive(choice.kheaders_archive, (*space)->fd());
+  if (!unpacked) return std::move(unpacked).take_error();
+  const std::string root = (*space)->path();
+  // BCC compiles against any tree it is handed, and reaches for
+  // /tmp/kheaders-<release> when that tree lacks include/linux/kconfig.h.
+  if (!has_kconfig(root)) {
+    return runtime_error(choice.kheaders_archive + " holds no include/linux/kconfig.h: not a kernel header archive");
+  }
+  utsname un{};
+  uname(&un);
+  choice.tree = HeaderTree{un.release, root, root};
+  choice.unpacked = std::shared_ptr<const PrivateHeaderSpace>(std::move(space).value());
+  return choice;
+}
+
+Result<MergedHeaderTree> MergedHeaderTree::create(const HeaderTree& tree, PrivateHeaderSpace::Kind kind) {
+  if (tree.single_tree()) return MergedHeaderTree(tree.build_dir, nullptr);
+  auto space = PrivateHeaderSpace::create(kind);
+  if (!space) return std::move(space).take_error();
+  const std::string root = (*space)->path();
   // The build tree (generated headers, .config) comes first: where both halves
   // hold the same file, the objtree's generated one is the right one.
-  if (auto ec = merge_into(pattern, {tree.build_dir, tree.source_dir})) {
+  if (auto ec = merge_into(root, {tree.build_dir, tree.source_dir})) {
     return runtime_error("cannot merge kernel headers " + tree.build_dir + " and " + tree.source_dir +
-                         " into " + pattern + ": " + ec.message());
+                         " into " + root + ": " + ec.message());
   }
-  return merged;
+  return MergedHeaderTree(root, std::move(space).value());
 }
 
-MergedHeaderTree::MergedHeaderTree(MergedHeaderTree&& other) noexcept
-    : path_(std::move(other.path_)), owned_(other.owned_) {
-  other.owned_ = false;
-}
-
-MergedHeaderTree& MergedHeaderTree::operator=(MergedHeaderTree&& other) noexcept {
-  if (this != &other) {
-    if (owned_) {
-      std::error_code ec;
-      fs::remove_all(path_, ec);
-    }
-    path_ = std::move(other.path_);
-    owned_ = other.owned_;
-    other.owned_ = false;
-  }
-  return *this;
-}
-
-MergedHeaderTree::~MergedHeaderTree() {
-  if (owned_) {
-    std::error_code ec;
-    fs::remove_all(path_, ec);  // removes the links, never their targets
-  }
-}
+MergedHeaderTree::MergedHeaderTree(MergedHeaderTree&& other) noexcept = default;
+MergedHeaderTree& MergedHeaderTree::operator=(MergedHeaderTree&& other) noexcept = default;
+MergedHeaderTree::~MergedHeaderTree() = default;
 
 }  // namespace tcptrace

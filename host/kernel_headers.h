@@ -7,10 +7,12 @@
 // picks the newest installed tree, says on stderr that it does not match, and
 // hands it to BCC through BCC_KERNEL_SOURCE, merging Debian's split
 // build/common trees into a private symlink tree first (nothing is written
-// under /lib/modules). Programs that read only tracepoint records, like
+// under /lib/modules). A kheaders archive is unpacked by the host, never by
+// BCC (kheaders_archive.h). Programs that read only tracepoint records, like
 // `states`, are immune to a mismatch; see README "Kernel headers".
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,15 +31,21 @@ struct HeaderTree {
 enum class HeaderMatch {
   exact,        // the running kernel's headers: /lib/modules/<running>/build
                 // (BCC finds it; `tree` empty) or /usr/src/linux-headers-<running>
-  kheaders,     // /sys/kernel/kheaders.tar.xz: BCC extracts it itself
+  kheaders,     // /sys/kernel/kheaders.tar.xz, unpacked by the host (unpack_kheaders)
   chosen,       // --kernel-headers DIR
   fallback,     // another installed kernel's headers
 };
+
+class PrivateHeaderSpace;
 
 struct HeaderChoice {
   HeaderMatch match = HeaderMatch::exact;
   std::optional<HeaderTree> tree;          // the tree to hand to BCC, if BCC would not find it
   std::vector<HeaderTree> alternatives;    // further fallbacks, best first
+  std::string kheaders_archive;            // kheaders: the archive to unpack (unpack_kheaders)
+  // kheaders, once unpacked: where `tree` lives, kept for as long as a
+  // choice refers to it.
+  std::shared_ptr<const PrivateHeaderSpace> unpacked;
 };
 
 struct HeaderSearchPaths {
@@ -45,8 +53,14 @@ struct HeaderSearchPaths {
   std::string usr_src = "/usr/src";
   std::string kheaders_archive = "/sys/kernel/kheaders.tar.xz";
   std::string running_release;  // uname -r
+  // Use kheaders_archive even when header trees are installed (the
+  // integration tests' fake archive: TCPTRACE_TEST_KHEADERS_ARCHIVE).
+  bool kheaders_first = false;
 };
 
+// The real paths and uname -r. TCPTRACE_TEST_KHEADERS_ARCHIVE=FILE, for the
+// tests only, stands in for /sys/kernel/kheaders.tar.xz and is used before
+// any installed tree.
 HeaderSearchPaths default_header_search_paths();
 
 // Decides which headers to use. Fails (runtime error) when there are none,
@@ -69,12 +83,52 @@ std::string header_package_hint(const std::string& release);
 // One stderr line describing the choice ("" for exact headers).
 std::string describe_header_choice(const HeaderChoice& choice, const std::string& running_release);
 
-// A merged view of a split tree (symlinks into both halves) in a private
-// temporary directory, removed when this object is destroyed. BCC's
+// A directory for the trees the host makes for BCC (merged halves, an
+// unpacked kheaders archive) that no other user can create first, name, or
+// write into.
+//
+// Preferably (`detached`, needs CAP_SYS_ADMIN and Linux 5.2's mount API) a
+// tmpfs that is mounted nowhere: fsopen()/fsmount() give it as a file
+// descriptor only, and BCC reaches it at /proc/self/fd/N. No path on the
+// machine names it, and the kernel frees it with the process's last
+// reference to it, so even SIGKILL leaves nothing behind. Otherwise
+// (`directory`, or when the mount is refused) a mkdtemp() directory (mode
+// 0700, a fresh name that mkdir(2) refuses to reuse) in $TMPDIR, /dev/shm or
+// /tmp, removed by the destructor.
+class PrivateHeaderSpace {
+ public:
+  enum class Kind { automatic, detached, directory };
+  static Result<std::unique_ptr<PrivateHeaderSpace>> create(Kind kind = Kind::automatic);
+  ~PrivateHeaderSpace();
+  PrivateHeaderSpace(const PrivateHeaderSpace&) = delete;
+  PrivateHeaderSpace& operator=(const PrivateHeaderSpace&) = delete;
+
+  // Its root, as a path BCC can use.
+  const std::string& path() const { return path_; }
+  // Its root, open.
+  int fd() const { return fd_; }
+  bool detached() const { return detached_; }
+
+ private:
+  PrivateHeaderSpace(std::string path, int fd, bool detached) : path_(std::move(path)), fd_(fd), detached_(detached) {}
+  std::string path_;
+  int fd_ = -1;
+  bool detached_ = false;
+};
+
+// For HeaderMatch::kheaders: unpacks the archive into a PrivateHeaderSpace
+// (kheaders_archive.h) and makes the choice hand that tree to BCC, so BCC
+// never uses /tmp/kheaders-<release>. Other choices are returned unchanged.
+Result<HeaderChoice> unpack_kheaders(HeaderChoice choice,
+                                     PrivateHeaderSpace::Kind kind = PrivateHeaderSpace::Kind::automatic);
+
+// A merged view of a split tree (symlinks into both halves) in a
+// PrivateHeaderSpace of its own, gone when this object is destroyed. BCC's
 // BCC_KERNEL_SOURCE takes one directory holding both halves.
 class MergedHeaderTree {
  public:
-  static Result<MergedHeaderTree> create(const HeaderTree& tree);
+  static Result<MergedHeaderTree> create(const HeaderTree& tree,
+                                         PrivateHeaderSpace::Kind kind = PrivateHeaderSpace::Kind::automatic);
   MergedHeaderTree(MergedHeaderTree&& other) noexcept;
   MergedHeaderTree& operator=(MergedHeaderTree&& other) noexcept;
   MergedHeaderTree(const MergedHeaderTree&) = delete;
@@ -85,9 +139,10 @@ class MergedHeaderTree {
   const std::string& path() const { return path_; }
 
  private:
-  MergedHeaderTree(std::string path, bool owned) : path_(std::move(path)), owned_(owned) {}
+  MergedHeaderTree(std::string path, std::unique_ptr<PrivateHeaderSpace> space)
+      : path_(std::move(path)), space_(std::move(space)) {}
   std::string path_;
-  bool owned_ = false;
+  std::unique_ptr<PrivateHeaderSpace> space_;  // null for a tree used as it is
 };
 
 }  // namespace tcptrace

@@ -328,7 +328,10 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
 std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& headers) {
   std::string text = "// tcptrace-bcc --print-source: " + plan.source.path + ", handed to BCC with:\n";
   for (const std::string& flag : plan.cflags) text += "//   " + flag + "\n";
-  if (headers.tree) {
+  if (headers.match == HeaderMatch::kheaders && !headers.unpacked) {
+    text += "//   kernel headers unpacked from " + headers.kheaders_archive +
+            " into a private tmpfs (BCC_KERNEL_SOURCE)\n";
+  } else if (headers.tree) {
     text += "//   kernel headers " + headers.tree->build_dir +
             (headers.tree->single_tree() ? "" : " + " + headers.tree->source_dir) + " (BCC_KERNEL_SOURCE)\n";
   }

@@ -151,6 +151,11 @@ TEST_F(KernelHeadersTest, ExactBuildTreeNamingItsSourceInMakefile) {
   auto choice = choose_kernel_headers(paths_, std::nullopt);
   ASSERT_TRUE(choice.ok()) << choice.error().message;
   EXPECT_EQ(choice->match, HeaderMatch::exact);
+  // BCC itself would look in build/ only, find no include/linux/kconfig.h
+  // there and turn to /tmp/kheaders-<release>: the tree is handed over.
+  ASSERT_TRUE(choice->tree.has_value());
+  EXPECT_EQ(choice->tree->source_dir, common.string());
+  EXPECT_EQ(describe_header_choice(*choice, kRunning), "");
 }
 
 TEST_F(KernelHeadersTest, ModulesDirWithoutHeadersIsNotExact) {
@@ -179,6 +184,17 @@ TEST_F(KernelHeadersTest, KheadersArchive) {
   EXPECT_EQ(choice->match, HeaderMatch::kheaders);
   EXPECT_FALSE(choice->tree.has_value());
   EXPECT_TRUE(Contains(describe_header_choice(*choice, kRunning), "kheaders.tar.xz"));
+}
+
+TEST_F(KernelHeadersTest, KheadersFirstForTheTests) {
+  make_merged_tree(root_ / "lib/modules" / kRunning / "build");
+  touch(paths_.kheaders_archive, "xz");
+  paths_.kheaders_first = true;
+  auto choice = choose_kernel_headers(paths_, std::nullopt);
+  ASSERT_TRUE(choice.ok()) << choice.error().message;
+  EXPECT_EQ(choice->match, HeaderMatch::kheaders);
+  EXPECT_EQ(choice->kheaders_archive, paths_.kheaders_archive);
+  EXPECT_TRUE(Contains(describe_header_choice(*choice, kRunning), paths_.kheaders_archive));
 }
 
 TEST_F(KernelHeadersTest, KheadersPathThatIsADirectoryDoesNotCount) {
@@ -479,12 +495,13 @@ TEST_F(KernelHeadersTest, MergedTreeOfASplitTree) {
 
   std::string merged_path;
   {
-    auto merged = MergedHeaderTree::create(*tree);
+    auto merged = MergedHeaderTree::create(*tree, PrivateHeaderSpace::Kind::directory);
     ASSERT_TRUE(merged.ok()) << merged.error().message;
     merged_path = merged->path();
     const fs::path m(merged_path);
     EXPECT_EQ(m.parent_path(), root_ / "tmp") << "honours TMPDIR";
     EXPECT_EQ(m.filename().string().rfind("tcptrace-bcc-headers-", 0), 0u) << merged_path;
+    EXPECT_EQ(fs::status(m).permissions() & fs::perms::all, fs::perms::owner_all);
     EXPECT_NE(merged_path, tree->build_dir);
 
     // Both halves resolve through the one directory.
@@ -530,8 +547,8 @@ TEST_F(KernelHeadersTest, MergedTreeMovesOwnership) {
   make_debian_pair("6.1.0-56");
   auto tree = header_tree_from_dir((root_ / "usr/src/linux-headers-6.1.0-56-cloud-amd64").string());
   ASSERT_TRUE(tree.ok()) << tree.error().message;
-  auto first = MergedHeaderTree::create(*tree);
-  auto second = MergedHeaderTree::create(*tree);
+  auto first = MergedHeaderTree::create(*tree, PrivateHeaderSpace::Kind::directory);
+  auto second = MergedHeaderTree::create(*tree, PrivateHeaderSpace::Kind::directory);
   ASSERT_TRUE(first.ok() && second.ok());
   const std::string first_path = first->path();
   const std::string second_path = second->path();
@@ -558,10 +575,34 @@ TEST_F(KernelHeadersTest, MergedTreeUnwritableTmpdir) {
   make_debian_pair("6.1.0-56");
   auto tree = header_tree_from_dir((root_ / "usr/src/linux-headers-6.1.0-56-cloud-amd64").string());
   ASSERT_TRUE(tree.ok()) << tree.error().message;
-  auto merged = MergedHeaderTree::create(*tree);
+  auto merged = MergedHeaderTree::create(*tree, PrivateHeaderSpace::Kind::directory);
   ASSERT_FALSE(merged.ok());
   EXPECT_EQ(merged.error().exit_code, ExitCode::runtime);
   EXPECT_TRUE(Contains(merged.error().message, (root_ / "no/such/dir").string()));
+}
+
+TEST_F(KernelHeadersTest, MergedTreeInADetachedTmpfs) {
+  if (!PrivateHeaderSpace::create(PrivateHeaderSpace::Kind::detached).ok()) {
+    GTEST_SKIP() << "this process cannot make a detached tmpfs (CAP_SYS_ADMIN, Linux 5.2)";
+  }
+  const fs::path build = make_debian_pair("6.1.0-56");
+  auto tree = header_tree_from_dir(build.string());
+  ASSERT_TRUE(tree.ok()) << tree.error().message;
+  std::string merged_path;
+  {
+    auto merged = MergedHeaderTree::create(*tree, PrivateHeaderSpace::Kind::detached);
+    ASSERT_TRUE(merged.ok()) << merged.error().message;
+    merged_path = merged->path();
+    // Named by no path on the machine: only through this process's fd.
+    EXPECT_EQ(merged_path.rfind("/proc/self/fd/", 0), 0u) << merged_path;
+    EXPECT_EQ(read_text(fs::path(merged_path) / "include/linux/kconfig.h"), "/* kconfig */\n");
+    EXPECT_EQ(read_text(fs::path(merged_path) / "include/generated/autoconf.h"), "#define CONFIG_X86_64 1\n");
+    auto again = header_tree_from_dir(merged_path);
+    ASSERT_TRUE(again.ok()) << again.error().message;
+  }
+  EXPECT_FALSE(fs::exists(fs::path(merged_path) / "include")) << "gone with the object";
+  EXPECT_TRUE(fs::is_empty(root_ / "tmp")) << "nothing in TMPDIR";
+  EXPECT_TRUE(fs::is_regular_file(common_of("6.1.0-56") / "include/linux/kconfig.h"));
 }
 
 }  // namespace
