@@ -33,15 +33,29 @@ std::string unprivileged_bpf_disabled() {
   return value.empty() ? "?" : value;
 }
 
+// Whether the calling thread's effective set holds CAP_SETPCAP.
+bool holds_setpcap() {
+  __user_cap_header_struct header{};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &header, data) != 0) return true;
+  return (data[0].effective & (1u << CAP_SETPCAP)) != 0;
+}
+
 }  // namespace
 
 Status drop_privileges(const PrivilegePlan& plan) {
   const int kept = plan.keep_bpf ? bpf_capability() : -1;
   // The bounding set first: emptying it needs CAP_SETPCAP, which goes next.
+  // A process started without CAP_SETPCAP (a container granted only what
+  // tracing needs, deploy/daemonset.yaml) keeps its bounding set: it only
+  // caps what an execve() may add, and no_new_privs, set below, already
+  // keeps an execve() from adding anything (cap_bprm_creds_from_file
+  // intersects the new permitted set with the old, which is empty).
   for (int cap = 0; cap <= 63; ++cap) {
-    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
-      return runtime_error(std::string("cannot drop capabilities (PR_CAPBSET_DROP): ") + std::strerror(errno));
-    }
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0 || errno == EINVAL) continue;
+    if (errno == EPERM && prctl(PR_CAPBSET_READ, CAP_SETPCAP, 0, 0, 0) >= 0 && !holds_setpcap()) break;
+    return runtime_error(std::string("cannot drop capabilities (PR_CAPBSET_DROP): ") + std::strerror(errno));
   }
   if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
     return runtime_error(std::string("cannot drop capabilities (ambient): ") + std::strerror(errno));

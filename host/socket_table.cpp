@@ -121,11 +121,21 @@ Status dump_family(int diag_fd, uint32_t netns, int family, std::vector<TcpSocke
 // Dumps every namespace in `namespaces`, entering each with setns(), which
 // moves only the calling thread (CLONE_NEWNET is per thread): call it on a
 // thread of its own that ends when done, so the host's threads never
-// change namespace.
-void dump_namespaces(const std::map<uint32_t, std::string>& namespaces, SocketTable& table) {
+// change namespace. The thread's own namespace needs no setns(), which
+// takes CAP_SYS_ADMIN even to enter the namespace one is in
+// (net/core/net_namespace.c netns_install): a process granted only what
+// tracing needs still dumps its own.
+void dump_namespaces(const std::string& proc, const std::map<uint32_t, std::string>& namespaces,
+                     SocketTable& table) {
+  std::optional<uint32_t> current = namespace_inode(proc + "/thread-self/ns/net");
   for (const auto& [inode, path] : namespaces) {
     UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!ns.valid() || ::setns(ns.get(), CLONE_NEWNET) != 0) {
+    bool entered = ns.valid() && current == inode;
+    if (ns.valid() && !entered && ::setns(ns.get(), CLONE_NEWNET) == 0) {
+      entered = true;
+      current = inode;
+    }
+    if (!entered) {
       table.skipped.push_back("network namespace " + std::to_string(inode) + " (" + path + "): " +
                               std::strerror(errno));
       continue;
@@ -242,7 +252,7 @@ Result<SocketTable> read_socket_table(const SocketTableOptions& options) {
   Status dumped;
   std::thread dumper([&] {
     if (options.all_namespaces) {
-      dump_namespaces(network_namespaces(options.proc), table);
+      dump_namespaces(options.proc, network_namespaces(options.proc), table);
     } else {
       dumped = dump_own_namespace(options.proc, table);
     }

@@ -30,7 +30,6 @@ using nlohmann::json;
 const std::set<std::string> kAddedCapabilities = {
     "BPF",           // bpf(): maps, BTF, programs
     "PERFMON",       // tracing program types, perf_event_open() to attach
-    "SETPCAP",       // PR_CAPBSET_DROP when the tool drops everything at "ready"
     "SYS_RESOURCE",  // Linux 5.8-5.10: BCC raises RLIMIT_MEMLOCK
 };
 

@@ -15,6 +15,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <cctype>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "http_get.h"
@@ -138,6 +142,102 @@ TEST(Privileges, InKernelCountsAreScrapedAfterTheDrop) {
   EXPECT_GE(series["tcptrace_tcp_connects_total{outcome=\"established\"}"], 3);
   expect_dropped(tool->pid(), kept);
   EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+}
+
+// Each container of deploy/daemonset.yaml: its capabilities (the bounding
+// set, as a runtime gives a root container only those) and its
+// allowPrivilegeEscalation: false (no_new_privs), read from the manifest.
+struct DaemonSetContainer {
+  std::string name;
+  std::vector<std::string> args;
+  std::vector<std::string> capabilities;  // as the manifest spells them: BPF, PERFMON
+};
+
+std::vector<DaemonSetContainer> daemonset_containers() {
+  const std::string command =
+      "python3 -c 'import sys, json, yaml\n"
+      "for d in yaml.safe_load_all(open(sys.argv[1])):\n"
+      "  if d and d[\"kind\"] == \"DaemonSet\":\n"
+      "    c = d[\"spec\"][\"template\"][\"spec\"][\"containers\"][0]\n"
+      "    print(json.dumps([d[\"metadata\"][\"name\"], c[\"args\"], c[\"securityContext\"][\"capabilities\"][\"add\"]]))' " +
+      std::string(TCPTRACE_SOURCE_DIR) + "/deploy/daemonset.yaml";
+  std::vector<DaemonSetContainer> containers;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return containers;
+  char line[4096];
+  while (fgets(line, sizeof line, pipe) != nullptr) {
+    const auto parsed = nlohmann::json::parse(line);
+    containers.push_back({parsed[0], parsed[1], parsed[2]});
+  }
+  pclose(pipe);
+  return containers;
+}
+
+// The manifest's pods start with only the capabilities it adds and
+// no_new_privs: the tool must load, attach, serve in-kernel counts and drop
+// what it holds with exactly those, on this kernel (and the VM's 6.1).
+// setpriv gives a root process that bounding set; its execve() of the tool
+// then permits no more (the runtime does the same with capset).
+TEST(Privileges, TheDaemonSetsCapabilitiesSuffice) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  const auto containers = daemonset_containers();
+  ASSERT_EQ(containers.size(), 2u) << "python3-yaml could not read deploy/daemonset.yaml";
+  for (const DaemonSetContainer& container : containers) {
+    SCOPED_TRACE(container.name);
+    std::string bounding = "-all";
+    uint64_t granted = 0;
+    const std::map<std::string, int> numbers = {{"BPF", 39}, {"PERFMON", 38}, {"SYS_RESOURCE", CAP_SYS_RESOURCE}};
+    for (const std::string& cap : container.capabilities) {
+      ASSERT_TRUE(numbers.count(cap)) << "this test does not know " << cap;
+      std::string lower = cap;
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      bounding += ",+" + lower;
+      granted |= uint64_t{1} << numbers.at(cap);
+    }
+    // The manifest's arguments, served on a free local port instead of the node's.
+    std::vector<std::string> args = container.args;
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == "--metrics") args[i + 1] = "127.0.0.1:0";
+    }
+    ToolProcess tool({"setpriv", "--inh-caps", "-all", "--bounding-set", bounding, "--no-new-privs", "--"}, args);
+    ASSERT_TRUE(tool.wait_until_ready(scaled(120s))) << tool.stderr_text();
+    const auto threads = thread_statuses(tool.pid());
+    ASSERT_FALSE(threads.empty());
+    // What this test's own bounding set lacks (a container running the
+    // tests may lack SYS_RESOURCE) it cannot grant either.
+    granted &= hex(thread_statuses(getpid()).front().at("CapBnd"));
+    EXPECT_EQ(hex(threads.front().at("CapBnd")), granted) << "setpriv did not give the manifest's set";
+    const uint64_t kept = held_maps_readable_without_capabilities() ? 0 : bpf_capability_mask();
+    for (const auto& status : threads) {
+      EXPECT_EQ(hex(status.at("CapEff")), kept) << status.at("Name");
+      EXPECT_EQ(hex(status.at("CapPrm")), kept) << status.at("Name");
+      EXPECT_EQ(status.at("NoNewPrivs"), "1") << status.at("Name");
+    }
+    // In-kernel counts are read at each scrape, with what the tool kept.
+    const uint16_t port = served_metrics_port(tool.stderr_text());
+    Socket listener = bind_loopback(AF_INET);
+    start_listening(listener);
+    for (int i = 0; i < 3; ++i) Socket client = connect_loopback(AF_INET, listener.local_port());
+    // Every program's own counters (tcptrace_tcp_*_total) see the three
+    // connections: connlat's connects, states' transitions.
+    double counted = 0;
+    std::string body;
+    const auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+    do {
+      const HttpResponse scrape = http_get(port, "/metrics");
+      ASSERT_EQ(scrape.status, 200) << tool.stderr_text();
+      body = scrape.body;
+      counted = 0;
+      for (const auto& [series, value] : parse_exposition(body)) {
+        if (series.rfind("tcptrace_tcp_", 0) == 0 && series.find("_total{") != std::string::npos) counted += value;
+      }
+      if (counted >= 3) break;
+      std::this_thread::sleep_for(50ms);
+    } while (std::chrono::steady_clock::now() < deadline);
+    EXPECT_GE(counted, 3) << body;
+    EXPECT_EQ(tool.stop(SIGINT), 0) << tool.stderr_text();
+    EXPECT_EQ(tool.stderr_text().find("cannot"), std::string::npos) << tool.stderr_text();
+  }
 }
 
 // --watch compiles and loads every saved version: it keeps what that needs.
