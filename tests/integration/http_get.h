@@ -33,13 +33,10 @@ inline HttpResponse parse_http_response(const std::string& raw) {
   return response;
 }
 
-// GET http://127.0.0.1:port<target>. HTTP/1.0, so the server closes the
-// connection after the response and EOF marks its end. `extra_headers`:
-// whole header lines, each ending in CRLF.
-inline HttpResponse http_get(uint16_t port, const std::string& target, const std::string& extra_headers = "") {
-  HttpResponse response;
+// A TCP connection to 127.0.0.1:port whose reads give up after 10 s, or -1.
+inline int connect_local_port(uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return response;
+  if (fd < 0) return -1;
   timeval timeout{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   sockaddr_in address{};
@@ -48,8 +45,18 @@ inline HttpResponse http_get(uint16_t port, const std::string& target, const std
   address.sin_port = htons(port);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
     ::close(fd);
-    return response;
+    return -1;
   }
+  return fd;
+}
+
+// GET http://127.0.0.1:port<target>. HTTP/1.0, so the server closes the
+// connection after the response and EOF marks its end. `extra_headers`:
+// whole header lines, each ending in CRLF.
+inline HttpResponse http_get(uint16_t port, const std::string& target, const std::string& extra_headers = "") {
+  HttpResponse response;
+  const int fd = connect_local_port(port);
+  if (fd < 0) return response;
   const std::string request =
       "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1:" + std::to_string(port) + "\r\n" + extra_headers + "\r\n";
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {

@@ -48,16 +48,10 @@ inline HttpResponse https_get(uint16_t port, const std::string& target, const st
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr);
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(port);
+  const int fd = connect_local_port(port);
   SSL* ssl = SSL_new(ctx);
   std::string raw;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+  if (fd >= 0) {
     SSL_set_fd(ssl, fd);
     SSL_set_tlsext_host_name(ssl, name.c_str());
     SSL_set1_host(ssl, name.c_str());
@@ -76,7 +70,7 @@ inline HttpResponse https_get(uint16_t port, const std::string& target, const st
     *failure = "connect failed";
   }
   SSL_free(ssl);
-  ::close(fd);
+  if (fd >= 0) ::close(fd);
   SSL_CTX_free(ctx);
   return parse_http_response(raw);
 }
