@@ -24,6 +24,7 @@
 
 #include "kallsyms_view.h"
 #include "kernel_probe.h"
+#include "system_checks.h"
 
 // libbcc's own (common.cc): where a tracepoint's format file is, and the
 // struct tp_frontend_action.cc inserts above each probe that takes a
@@ -225,8 +226,10 @@ class BufferReader final : public OutputReader {
       void* reader = bpf_open_perf_buffer_opts(&BufferReader::on_perf_sample, &BufferReader::on_perf_lost, cookie,
                                                pages, &opts);
       if (reader == nullptr) {
+        const int error = errno;
+        const std::string reason = perf_event_refusal_reason(error);
         return runtime_error("cannot open a perf buffer for table '" + table.name + "' on CPU " +
-                             std::to_string(cpu) + ": " + errno_text(errno));
+                             std::to_string(cpu) + ": " + errno_text(error) + (reason.empty() ? "" : "; " + reason));
       }
       perf_readers_.push_back(static_cast<perf_reader*>(reader));
       int reader_fd = perf_reader_fd(perf_readers_.back());
@@ -598,6 +601,18 @@ std::optional<uint64_t> LoadedFunction::recursion_misses() const {
 
 // ---- Attachment ------------------------------------------------------------
 
+namespace {
+
+// Tracepoints and kprobes attach through perf_event_open(), which some
+// distributions' kernels refuse more often than mainline (system_checks.h).
+Error perf_attach_error(const ProbeSpec& probe, int error) {
+  const std::string reason = perf_event_refusal_reason(error);
+  return runtime_error("cannot attach " + describe(probe) + ": " + errno_text(error) +
+                       (reason.empty() ? "" : "; " + reason));
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Attachment>> Attachment::attach(const LoadedFunction& function) {
   const ProbeSpec& probe = function.probe();
   // libbcc's attach functions also print their failure to stderr (libbpf.c:
@@ -608,9 +623,7 @@ Result<std::unique_ptr<Attachment>> Attachment::attach(const LoadedFunction& fun
   switch (probe.kind) {
     case ProbeKind::tracepoint: {
       int fd = bpf_attach_tracepoint(function.fd(), probe.category.c_str(), probe.target.c_str());
-      if (fd < 0) {
-        return runtime_error("cannot attach " + describe(probe) + ": " + errno_text(errno ? errno : ENOENT));
-      }
+      if (fd < 0) return perf_attach_error(probe, errno ? errno : ENOENT);
       return std::unique_ptr<Attachment>(new TracepointAttachment(probe, fd));
     }
     case ProbeKind::raw_tracepoint: {
@@ -633,7 +646,7 @@ Result<std::unique_ptr<Attachment>> Attachment::attach(const LoadedFunction& fun
                                 std::to_string(::getpid());
       int fd = bpf_attach_kprobe(function.fd(), entry ? BPF_PROBE_ENTRY : BPF_PROBE_RETURN, event.c_str(),
                                  probe.target.c_str(), 0, 0);
-      if (fd < 0) return runtime_error("cannot attach " + describe(probe) + ": " + errno_text(errno));
+      if (fd < 0) return perf_attach_error(probe, errno);
       return std::unique_ptr<Attachment>(new KprobeAttachment(probe, fd, event));
     }
   }

@@ -56,4 +56,19 @@ Status ensure_tracefs(std::string& note) {
                        "): run 'mount -t tracefs nodev /sys/kernel/tracing' as root");
 }
 
+std::string perf_event_refusal_reason(int error, int paranoid, bool has_sys_admin) {
+  if (error != EACCES || paranoid <= 2 || has_sys_admin) return "";
+  return "kernel.perf_event_paranoid is " + std::to_string(paranoid) +
+         ", a level at which Debian and Ubuntu kernels allow perf_event_open() only with CAP_SYS_ADMIN "
+         "(CAP_PERFMON is not enough): grant CAP_SYS_ADMIN, or set kernel.perf_event_paranoid=2";
+}
+
+std::string perf_event_refusal_reason(int error) {
+  if (error != EACCES) return "";
+  std::ifstream file("/proc/sys/kernel/perf_event_paranoid");
+  int paranoid = 2;
+  if (!(file >> paranoid)) return "";
+  return perf_event_refusal_reason(error, paranoid, has(effective_capabilities(), kCapSysAdmin));
+}
+
 }  // namespace tcptrace

@@ -18,4 +18,16 @@ Status check_privileges();
 // documentation suggests); `note` receives what was done, for stderr.
 Status ensure_tracefs(std::string& note);
 
+// Why perf_event_open() (attaching a tracepoint or kprobe, opening a perf
+// buffer) failed with `error`, beyond the errno, or "" when nothing more is
+// known. Debian and Ubuntu kernels add kernel.perf_event_paranoid levels
+// above 2 (their default) at which perf_event_open() answers EACCES to any
+// caller without CAP_SYS_ADMIN, CAP_PERFMON or not; mainline kernels treat
+// those levels as 2.
+std::string perf_event_refusal_reason(int error, int paranoid, bool has_sys_admin);
+
+// The same for this process: reads kernel.perf_event_paranoid and its own
+// effective capabilities.
+std::string perf_event_refusal_reason(int error);
+
 }  // namespace tcptrace
