@@ -3,6 +3,7 @@
 // behind loses events visibly, per CPU, while the run goes on.
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -222,8 +223,8 @@ class ConnectionBursts {
   // Listens on the next port, takes `connections` connections, closes them
   // all and the listener, and waits until each server side reached
   // TIME_WAIT. The kernel's PassiveOpens and ActiveOpens of the namespace
-  // must each have grown by `connections`.
-  void burst(int connections) {
+  // must each have grown by `connections`. `gap` paces the connections.
+  void burst(int connections, std::chrono::milliseconds gap = std::chrono::milliseconds(0)) {
     ASSERT_LT(bursts_, listeners_.size());
     Socket& listener = listeners_[bursts_++];
     const uint16_t port = listener.local_port();
@@ -236,6 +237,7 @@ class ConnectionBursts {
         Socket server = accept_one(listener);
         ASSERT_GE(server.fd(), 0) << "accept: " << std::strerror(errno);
         server.close();
+        if (gap.count() > 0) std::this_thread::sleep_for(gap);
       }
       listener.close();
       const auto deadline = std::chrono::steady_clock::now() + scaled(10s);
@@ -434,7 +436,16 @@ TEST_P(LossAccounting, StormWithAStderrNobodyReadsKeepsDraining) {
   NetworkNamespace ns("tcptrace-loss-" + std::to_string(getpid()));
   ASSERT_TRUE(ns.created()) << "ip netns add failed";
   constexpr int kStorms = 8;
-  ConnectionBursts bursts(ns, 1 + kStorms + 1);
+  std::vector<int> cpus;
+  {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    ASSERT_EQ(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
+    }
+  }
+  ConnectionBursts bursts(ns, 1 + kStorms + static_cast<int>(cpus.size()));
   const auto storm_started = std::chrono::steady_clock::now();
   auto tool = bursts.start_stopped_burst(2000, {"--buffer", GetParam()}, [](ToolProcess& stopped) {
     stopped.pause_stderr();
@@ -452,10 +463,26 @@ TEST_P(LossAccounting, StormWithAStderrNobodyReadsKeepsDraining) {
     ASSERT_EQ(kill(tool->pid(), SIGCONT), 0);
   }
   // Traffic that fits in the buffers reaches stdout: the loop still runs.
+  // Paced (5 events every 20 ms, about 12 between two polls), so a loop
+  // that drains loses none of it even in one-page buffers; a loop blocked
+  // on stderr would write none. One burst on each CPU: a perf buffer
+  // reports what it lost only in a record it writes with its next sample
+  // (kernel/events/ring_buffer.c perf_output_begin), so every CPU whose
+  // buffer overflowed needs one more event for the summary to add up.
   std::this_thread::sleep_for(500ms);
   const size_t lines_before = tool->stdout_lines().size();
-  bursts.burst(20);
-  EXPECT_TRUE(tool->wait_for_lines(lines_before + 5 * 20, scaled(10s)))
+  cpu_set_t before;
+  ASSERT_EQ(sched_getaffinity(0, sizeof before, &before), 0);
+  for (int cpu : cpus) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0) << "CPU " << cpu;
+    bursts.burst(20, 20ms);  // its thread inherits this one's CPU
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof before, &before), 0);
+  const size_t paced_events = 5 * 20 * cpus.size();
+  EXPECT_TRUE(tool->wait_for_lines(lines_before + paced_events, scaled(10s)))
       << "the tool stopped draining: " << tool->stdout_lines().size() - lines_before << " new lines";
   const double storm_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - storm_started).count();
@@ -465,7 +492,20 @@ TEST_P(LossAccounting, StormWithAStderrNobodyReadsKeepsDraining) {
   const auto [events, lost] = summary_counts(text);
   EXPECT_GT(lost, 0u);
   EXPECT_EQ(events, tool->events().size());
-  EXPECT_EQ(events + lost, bursts.expected_events());
+  // Under a storm the kernel may also skip runs of the program (a softirq's
+  // state change arriving while it runs on that CPU), which the summary
+  // counts apart: those events are neither written nor lost in a buffer.
+  // Skipped runs may belong to any socket on the machine, so they bound the
+  // gap rather than fill it.
+  std::smatch skipped_match;
+  ASSERT_TRUE(std::regex_search(text, skipped_match, std::regex("([0-9]+) skipped runs \\(recursion_misses\\)")))
+      << text.substr(0, 2000);
+  const uint64_t skipped = std::stoull(skipped_match[1]);
+  EXPECT_LE(events + lost, bursts.expected_events()) << text.substr(0, 2000);
+  EXPECT_GE(events + lost + skipped, bursts.expected_events()) << text.substr(0, 2000);
+  if (skipped == 0) {
+    EXPECT_EQ(events + lost, bursts.expected_events()) << text.substr(0, 2000);
+  }
   size_t loss_lines = 0;
   const std::regex line("tcptrace-bcc: lost [0-9]+ events \\(");
   for (auto it = std::sregex_iterator(text.begin(), text.end(), line); it != std::sregex_iterator(); ++it) ++loss_lines;
