@@ -5,14 +5,14 @@
 // made to execute regains them.
 //
 // Which bpf() commands a process may issue on fds it holds without CAP_BPF
-// depends on the kernel: since Linux 6.5 the unprivileged_bpf_disabled
-// check applies only to creating maps and loading programs; before, with
-// kernel.unprivileged_bpf_disabled set (Debian: 2), every bpf() command
-// needs CAP_BPF (or CAP_SYS_ADMIN), and the scrapes' map lookups, object
-// info (recursion_misses) and the drop counter's reads would fail. The tool
-// asks the kernel instead of its version: a child that dropped everything
-// tries a lookup on a map its parent created. CAP_BPF alone is kept when
-// that fails.
+// depends on the kernel: where kernel.unprivileged_bpf_disabled (Debian: 2)
+// guards every bpf() command, the scrapes' map lookups, object info
+// (recursion_misses) and the drop counter's reads need CAP_BPF; upstream
+// Linux 6.5 narrowed the check to creating maps and loading programs, and
+// stable kernels may carry that (Debian's 6.1.0-56 answers the lookup
+// without any capability). So the tool asks the kernel instead of its
+// version: a child that dropped everything tries a lookup on a map its
+// parent created. CAP_BPF alone is kept when that fails.
 //
 // Capabilities belong to threads: the metrics server's threads drop theirs
 // when they start (civetweb's init_thread callback, before any request),
