@@ -132,8 +132,12 @@ Result<ProgramAnnotations> parse_program_annotations(std::string_view source) {
   Status tables = for_each_annotation_word(source, "tcptrace:tables", [&](std::string_view word, size_t line) -> Status {
     const std::string where = "line " + std::to_string(line) + ": tcptrace:tables '" + std::string(word) + "': ";
     annotations.tables_listed = true;
-    const size_t eq = word.find('=');
     TableDeclaration table;
+    if (!word.empty() && word.back() == '?') {
+      table.optional = true;
+      word.remove_suffix(1);
+    }
+    const size_t eq = word.find('=');
     table.map = std::string(word.substr(0, eq));
     if (!is_identifier(table.map)) return runtime_error(where + "the map name is not an identifier");
     if (eq != std::string_view::npos) {

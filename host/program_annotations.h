@@ -39,7 +39,9 @@
 //       thread). UNIT (ns, us, ms, s, bytes) is what a histogram counts:
 //       its text header says "usecs" and so on, and its metric is exported
 //       in seconds or bytes. A map that does not exist or does not hold
-//       integers is an error when the program loads.
+//       integers is an error when the program loads, unless its name ends
+//       in "?" (NAME? or NAME=UNIT?): a table the program may leave out,
+//       e.g. one it declares only under a macro that selects a mode.
 //
 // Histograms are the maps a program declares with BPF_HISTOGRAM(NAME, ...)
 // or BPF_TABLE("histogram", ..., NAME, ...): BCC keeps no trace of that
@@ -72,6 +74,7 @@ enum class TableUnit { none, ns, us, ms, s, bytes };
 struct TableDeclaration {
   std::string map;
   TableUnit unit = TableUnit::none;
+  bool optional = false;  // NAME?: no error when the program has no such map
 };
 
 std::string_view table_unit_name(TableUnit unit);  // "us"; "" for none
