@@ -580,6 +580,18 @@ std::string check_report_json(const LoadedProgram& loaded) {
     }
     report["metrics"].push_back(entry);
   }
+  // The program's own tables the host reads (tcptrace:tables), with the
+  // decoded layout of their keys.
+  report["tables"] = nlohmann::json::array();
+  for (const TableView& view : loaded.data_tables) {
+    const TableSpec& spec = view.spec();
+    nlohmann::json entry = {{"table", spec.name},
+                            {"shape", spec.shape == TableShape::histogram ? "histogram" : "counts"},
+                            {"listed", spec.listed},
+                            {"key", fields_of(spec.key_layout)}};
+    if (spec.unit != TableUnit::none) entry["unit"] = std::string(table_unit_name(spec.unit));
+    report["tables"].push_back(entry);
+  }
   report["outputs"] = nlohmann::json::array();
   for (size_t i = 0; i < loaded.tables.size(); ++i) {
     nlohmann::json table = {

@@ -222,5 +222,29 @@ TEST(Tables, MetricsExportTheHistogramInSecondsAndCountsAsCounters) {
   EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
 }
 
+// --check names the tables the host would read: the listed ones, with
+// their shape, unit and key, in the program's order.
+TEST(Tables, CheckListsTheTablesItWouldRead) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  ToolProcess check(fixture_args({"--check"}));
+  ASSERT_EQ(check.wait_exit(scaled(120s)), 0) << check.stderr_text();
+  const json report = json::parse(check.stdout_text());
+  std::vector<std::string> names;
+  for (const json& table : report.at("tables")) names.push_back(table.at("table").get<std::string>());
+  EXPECT_EQ(names, (std::vector<std::string>{"dist", "dist_by_op", "counts", "per_cpu", "by_pid"}));
+  const json& dist = report["tables"][0];
+  EXPECT_EQ(dist.at("shape"), "histogram");
+  EXPECT_EQ(dist.at("unit"), "us");
+  EXPECT_EQ(dist.at("listed"), true);
+  EXPECT_EQ(report["tables"][1].at("key"),
+            json::parse(R"([{"name":"op","type":"u32","offset":0,"size":4}])"))
+      << "a keyed histogram's key without its slot";
+  const json& by_pid = report["tables"][4];
+  EXPECT_EQ(by_pid.at("shape"), "counts");
+  EXPECT_FALSE(by_pid.contains("unit"));
+  EXPECT_EQ(by_pid.at("key"), json::parse(R"([{"name":"pid","type":"u32","offset":0,"size":4},
+      {"name":"comm","type":"char[16]","offset":4,"size":16}])"));
+}
+
 }  // namespace
 }  // namespace tcptrace::testing
