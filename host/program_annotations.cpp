@@ -132,8 +132,12 @@ Result<ProgramAnnotations> parse_program_annotations(std::string_view source) {
   Status tables = for_each_annotation_word(source, "tcptrace:tables", [&](std::string_view word, size_t line) -> Status {
     const std::string where = "line " + std::to_string(line) + ": tcptrace:tables '" + std::string(word) + "': ";
     annotations.tables_listed = true;
-    const size_t eq = word.find('=');
     TableDeclaration table;
+    if (!word.empty() && word.back() == '?') {
+      table.optional = true;
+      word.remove_suffix(1);
+    }
+    const size_t eq = word.find('=');
     table.map = std::string(word.substr(0, eq));
     if (!is_identifier(table.map)) return runtime_error(where + "the map name is not an identifier");
     if (eq != std::string_view::npos) {
@@ -151,6 +155,33 @@ Result<ProgramAnnotations> parse_program_annotations(std::string_view source) {
     return {};
   });
   if (!tables) return std::move(tables).take_error();
+  Status offsets = for_each_annotation_word(source, "tcptrace:offsets", [&](std::string_view word, size_t line) -> Status {
+    const std::string where = "line " + std::to_string(line) + ": tcptrace:offsets '" + std::string(word) + "': ";
+    const size_t eq = word.find('=');
+    const size_t dot = eq == std::string_view::npos ? std::string_view::npos : word.find('.', eq);
+    if (dot == std::string_view::npos) return runtime_error(where + "expected NAME=STRUCT.MEMBER");
+    OffsetDeclaration offset;
+    offset.name = std::string(word.substr(0, eq));
+    offset.struct_name = std::string(word.substr(eq + 1, dot - eq - 1));
+    offset.member_path = std::string(word.substr(dot + 1));
+    if (!is_identifier(offset.name)) return runtime_error(where + "the name is not an identifier");
+    if (!is_identifier(offset.struct_name)) return runtime_error(where + "the struct name is not an identifier");
+    std::string_view rest = offset.member_path;
+    while (true) {
+      const size_t next = rest.find('.');
+      if (!is_identifier(rest.substr(0, next))) {
+        return runtime_error(where + "each member in the path must be an identifier");
+      }
+      if (next == std::string_view::npos) break;
+      rest.remove_prefix(next + 1);
+    }
+    for (const OffsetDeclaration& seen : annotations.offsets) {
+      if (seen.name == offset.name) return runtime_error(where + "the name " + offset.name + " is given twice");
+    }
+    annotations.offsets.push_back(std::move(offset));
+    return {};
+  });
+  if (!offsets) return std::move(offsets).take_error();
   annotations.histograms = histogram_declarations(source);
   return annotations;
 }

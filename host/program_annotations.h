@@ -39,7 +39,22 @@
 //       thread). UNIT (ns, us, ms, s, bytes) is what a histogram counts:
 //       its text header says "usecs" and so on, and its metric is exported
 //       in seconds or bytes. A map that does not exist or does not hold
-//       integers is an error when the program loads.
+//       integers is an error when the program loads, unless its name ends
+//       in "?" (NAME? or NAME=UNIT?): a table the program may leave out,
+//       e.g. one it declares only under a macro that selects a mode.
+//   // tcptrace:offsets NAME=STRUCT.MEMBER[.MEMBER...] ...
+//       Byte offsets of kernel struct members in the running kernel, from
+//       its BTF (btf_offsets.h), for a program that reads a kernel object at
+//       an address a tracepoint record gives it: the installed headers need
+//       not match the running kernel. The host defines
+//       TCPTRACE_OFFSET_<NAME> for each member it finds, and leaves it
+//       undefined when the kernel has no BTF, no such struct, or no such
+//       member at a whole byte, so the program tests #ifdef and falls back
+//       (or stops with #error); --check and --print-source show which.
+//       Members are found through anonymous structs and unions, as C finds
+//       them; each further MEMBER is one of the previous member's (a struct
+//       or union). It also tells a program whether a member exists: a
+//       tracepoint record is `struct trace_event_raw_<EVENT>` in BTF.
 //
 // Histograms are the maps a program declares with BPF_HISTOGRAM(NAME, ...)
 // or BPF_TABLE("histogram", ..., NAME, ...): BCC keeps no trace of that
@@ -72,9 +87,17 @@ enum class TableUnit { none, ns, us, ms, s, bytes };
 struct TableDeclaration {
   std::string map;
   TableUnit unit = TableUnit::none;
+  bool optional = false;  // NAME?: no error when the program has no such map
 };
 
 std::string_view table_unit_name(TableUnit unit);  // "us"; "" for none
+
+// A member offset the program asks for (tcptrace:offsets NAME=STRUCT.PATH).
+struct OffsetDeclaration {
+  std::string name;         // TCPTRACE_OFFSET_<name>
+  std::string struct_name;  // without "struct"
+  std::string member_path;  // "a.b.c"
+};
 
 struct ProgramAnnotations {
   std::vector<AttachMethod> attach_methods;  // empty: no variants
@@ -84,6 +107,7 @@ struct ProgramAnnotations {
   bool tables_listed = false;                // a tcptrace:tables line exists
   std::vector<TableDeclaration> tables;      // tcptrace:tables, each map once
   std::vector<std::string> histograms;       // maps declared BPF_HISTOGRAM(NAME...)
+  std::vector<OffsetDeclaration> offsets;    // tcptrace:offsets, each name once
   bool is_histogram(std::string_view map) const;
   const TableDeclaration* listed_table(std::string_view map) const;
   bool honours(std::string_view filter) const;

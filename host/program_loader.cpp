@@ -242,15 +242,24 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
   const FilterPlan filters = build_filter_plan(options.filters);
   plan.cflags = {"-I" + where.include_dir};
   plan.cflags.insert(plan.cflags.end(), filters.cflags.begin(), filters.cflags.end());
+  // The kernel's BTF, read once, for what the program reads from kernel
+  // objects: socket namespaces (tcptrace:seed) and tcptrace:offsets.
+  std::optional<Result<KernelBtf>> btf;
+  if (!plan.annotations.seeds.empty() || !plan.annotations.offsets.empty()) btf.emplace(KernelBtf::load());
   if (!plan.annotations.seeds.empty()) {
-    auto btf = KernelBtf::load();
-    auto netns = btf ? netns_offset_cflags(*btf) : Result<std::vector<std::string>>(std::move(btf).take_error());
+    auto netns = *btf ? netns_offset_cflags(**btf) : Result<std::vector<std::string>>(Error(btf->error()));
     if (netns) {
       plan.cflags.insert(plan.cflags.end(), netns->begin(), netns->end());
       plan.seed_by_netns = true;
     } else {
       plan.seed_netns_missing = netns.error().message;
     }
+  }
+  if (!plan.annotations.offsets.empty()) {
+    plan.offsets = resolve_offsets(plan.annotations.offsets, *btf ? &**btf : nullptr,
+                                   *btf ? std::string() : btf->error().message);
+    const std::vector<std::string> flags = offset_cflags(plan.offsets);
+    plan.cflags.insert(plan.cflags.end(), flags.begin(), flags.end());
   }
   for (const auto& macro : options.macros) plan.cflags.push_back(cflag_for(macro));
 
@@ -579,6 +588,28 @@ std::string check_report_json(const LoadedProgram& loaded) {
       entry["bounds"] = d.exported_bounds();
     }
     report["metrics"].push_back(entry);
+  }
+  // tcptrace:offsets: each member's offset in the running kernel, or null
+  // and why (the macro is then not defined).
+  report["offsets"] = nlohmann::json::array();
+  for (const ResolvedOffset& r : loaded.plan.offsets) {
+    nlohmann::json entry = {{"name", offset_macro(r.declaration.name)},
+                            {"member", r.declaration.struct_name + "." + r.declaration.member_path}};
+    entry["offset"] = r.offset ? nlohmann::json(*r.offset) : nlohmann::json(nullptr);
+    if (!r.offset) entry["missing"] = r.missing;
+    report["offsets"].push_back(entry);
+  }
+  // The program's own tables the host reads (tcptrace:tables), with the
+  // decoded layout of their keys.
+  report["tables"] = nlohmann::json::array();
+  for (const TableView& view : loaded.data_tables) {
+    const TableSpec& spec = view.spec();
+    nlohmann::json entry = {{"table", spec.name},
+                            {"shape", spec.shape == TableShape::histogram ? "histogram" : "counts"},
+                            {"listed", spec.listed},
+                            {"key", fields_of(spec.key_layout)}};
+    if (spec.unit != TableUnit::none) entry["unit"] = std::string(table_unit_name(spec.unit));
+    report["tables"].push_back(entry);
   }
   report["outputs"] = nlohmann::json::array();
   for (size_t i = 0; i < loaded.tables.size(); ++i) {

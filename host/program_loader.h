@@ -10,6 +10,7 @@
 
 #include "attach_method.h"
 #include "bcc_backend.h"
+#include "btf_offsets.h"
 #include "event_decoder.h"
 #include "format_hints.h"
 #include "kernel_counting.h"
@@ -39,6 +40,8 @@ struct BuildPlan {
   // BTF), and if not, why not.
   bool seed_by_netns = false;
   std::string seed_netns_missing;
+  // tcptrace:offsets, as found in the kernel's BTF (defined) or not.
+  std::vector<ResolvedOffset> offsets;
 };
 
 // Reads what the program declares, checks the filter options against it,

@@ -203,6 +203,7 @@ Result<std::vector<TableSpec>> select_tables(const std::vector<bcc::DataTable>& 
     specs.push_back(std::move(spec));
   }
   for (const TableDeclaration& table : annotations.tables) {
+    if (table.optional) continue;  // the program may leave it out
     const bool found = std::any_of(maps.begin(), maps.end(), [&](const bcc::DataTable& m) { return m.name == table.map; });
     if (!found) return runtime_error("tcptrace:tables " + table.map + ": the program declares no such map");
   }

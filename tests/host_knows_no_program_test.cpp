@@ -9,7 +9,8 @@
 // calls on a program's maps too. Words that are the host's own documented vocabulary are
 // not a program's: the filter options' names (sport, dport, pid, family),
 // the default family field of ip() ("family"), the timestamp convention
-// (ts_us), the format kinds (errno, hex, ...).
+// (ts_us), the format kinds (errno, hex, ...), and "kind", a key of the
+// host's own --check report (of probes, metrics and output tables).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -52,7 +53,7 @@ std::set<std::string> words_of_program(const fs::path& path) {
       words.insert((*m)[1]);
     }
   }
-  for (const char* host_vocabulary : {"sport", "dport", "pid", "family", "ts_us", "errno", "hex", "string", "u8",
+  for (const char* host_vocabulary : {"sport", "dport", "pid", "family", "ts_us", "errno", "hex", "string", "kind", "u8",
                                       "u16", "u32", "u64", "s32", "s64", "char", "int"}) {
     words.erase(host_vocabulary);
   }
@@ -155,9 +156,12 @@ TEST(HostKnowsNoProgram, NoProgramFieldMapOrMetricIsNamedUnderHostOrFilters) {
   const BuiltIn built_in = built_in_programs();
   // What this test looks for includes the names the metrics of states and
   // connlat were once bound by.
-  for (const char* expected : {"states", "connlat"}) EXPECT_EQ(built_in.programs.count(expected), 1u) << expected;
+  for (const char* expected : {"states", "connlat", "retrans"}) {
+    EXPECT_EQ(built_in.programs.count(expected), 1u) << expected;
+  }
   for (const char* expected : {"oldstate", "newstate", "delta_us", "latency_us", "outcome", "skaddr", "sockets",
-                               "listeners", "connects", "events", "tcptrace_tcp_connects_total"}) {
+                               "listeners", "connects", "events", "tcptrace_tcp_connects_total", "segs", "flows",
+                               "tcptrace_tcp_retransmits_total"}) {
     EXPECT_EQ(built_in.words.count(expected), 1u) << expected;
   }
   std::vector<Finding> found;

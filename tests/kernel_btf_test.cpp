@@ -1,5 +1,7 @@
 #include "kernel_btf.h"
+#include "btf_offsets.h"
 #include "owner_seed.h"
+#include "program_annotations.h"
 
 #include <bpf/btf.h>
 #include <gtest/gtest.h>
@@ -191,6 +193,9 @@ TEST(KernelBtf, RunningKernelAgreesWithLibbpf) {
       {"net", "ns.inum", {"ns", "inum"}},
       {"iphdr", "daddr", {"daddr"}},
       {"sock", "__sk_common.skc_cookie", {"__sk_common", "skc_cookie"}},
+      // An skb's segment count, as a program reads it through tcptrace:offsets.
+      {"sk_buff", "cb", {"cb"}},
+      {"tcp_skb_cb", "tcp_gso_segs", {"tcp_gso_segs"}},
   };
   for (const auto& [name, path, parts] : cases) {
     const int64_t expected = libbpf_offset(name, parts);
@@ -205,6 +210,58 @@ TEST(KernelBtf, RunningKernelAgreesWithLibbpf) {
                          "-DTCPTRACE_SOCK_NET_OFFSET=" + std::to_string(libbpf_offset("sock", {"__sk_common", "skc_net", "net"})),
                          "-DTCPTRACE_NET_INUM_OFFSET=" + std::to_string(libbpf_offset("net", {"ns", "inum"}))}));
   btf__free(theirs);
+}
+
+// tcptrace:offsets: each name becomes TCPTRACE_OFFSET_<NAME> where the
+// kernel's BTF has the member, and stays undefined, with the reason, where
+// it has not, or where there is no BTF at all.
+TEST(BtfOffsets, DefinesWhatTheKernelHasAndSaysWhyNotTheRest) {
+  auto annotations = parse_program_annotations(
+      "/* tcptrace:offsets W=outer.w IN_B=outer.in.b\n"
+      " * tcptrace:offsets GONE=outer.in.c BITS=outer.f NONE=nothere.x */\n");
+  ASSERT_TRUE(annotations.ok()) << annotations.error().message;
+  ASSERT_EQ(annotations->offsets.size(), 5u);
+  EXPECT_EQ(annotations->offsets[1].name, "IN_B");
+  EXPECT_EQ(annotations->offsets[1].struct_name, "outer");
+  EXPECT_EQ(annotations->offsets[1].member_path, "in.b");
+  const KernelBtf btf = sample_btf();
+  const std::vector<ResolvedOffset> resolved = resolve_offsets(annotations->offsets, &btf, "");
+  ASSERT_EQ(resolved.size(), 5u);
+  EXPECT_EQ(resolved[0].offset, 8u);
+  EXPECT_EQ(resolved[1].offset, 16u);
+  EXPECT_FALSE(resolved[2].offset);
+  EXPECT_EQ(resolved[2].missing, "struct outer.in has no member c at a whole byte");
+  EXPECT_FALSE(resolved[3].offset) << "a bitfield has no byte offset";
+  EXPECT_EQ(resolved[4].missing, "the kernel's BTF has no struct nothere");
+  EXPECT_EQ(offset_cflags(resolved),
+            (std::vector<std::string>{"-DTCPTRACE_OFFSET_W=8", "-DTCPTRACE_OFFSET_IN_B=16"}));
+  const std::vector<ResolvedOffset> without = resolve_offsets(annotations->offsets, nullptr, "cannot read it");
+  for (const ResolvedOffset& r : without) {
+    EXPECT_FALSE(r.offset);
+    EXPECT_EQ(r.missing, "no kernel BTF: cannot read it");
+  }
+  EXPECT_TRUE(offset_cflags(without).empty());
+}
+
+TEST(BtfOffsets, AnnotationMistakesAreNamedAtTheirLine) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"// tcptrace:offsets X", "line 1: tcptrace:offsets 'X': expected NAME=STRUCT.MEMBER"},
+      {"// tcptrace:offsets X=sk_buff", "line 1: tcptrace:offsets 'X=sk_buff': expected NAME=STRUCT.MEMBER"},
+      {"// tcptrace:offsets 1X=a.b", "line 1: tcptrace:offsets '1X=a.b': the name is not an identifier"},
+      {"// tcptrace:offsets X=struct a.b", "line 1: tcptrace:offsets 'X=struct': expected NAME=STRUCT.MEMBER"},
+      {"// tcptrace:offsets X=a-b.c", "line 1: tcptrace:offsets 'X=a-b.c': the struct name is not an identifier"},
+      {"// tcptrace:offsets X=a.b..c", "line 1: tcptrace:offsets 'X=a.b..c': each member in the path must be an "
+                                       "identifier"},
+      {"// tcptrace:offsets X=a.b.", "line 1: tcptrace:offsets 'X=a.b.': each member in the path must be an "
+                                     "identifier"},
+      {"// tcptrace:offsets X=a.b\n// tcptrace:offsets X=c.d",
+       "line 2: tcptrace:offsets 'X=c.d': the name X is given twice"},
+  };
+  for (const auto& [source, message] : cases) {
+    auto parsed = parse_program_annotations(source);
+    ASSERT_FALSE(parsed.ok()) << source;
+    EXPECT_EQ(parsed.error().message, message) << source;
+  }
 }
 
 }  // namespace

@@ -21,7 +21,7 @@
 #include <random>
 #include <regex>
 
-// The code the host generates to count states' and connlat's metrics in the
+// The code the host generates to count states', connlat's and retrans's metrics in the
 // kernel (kernel_counting_gen), compiled here with stand-ins for BCC's map
 // macro: a per-CPU array becomes one CPU's array, lookup() its element.
 namespace generated_kernel {
@@ -58,6 +58,15 @@ struct event {
   u8 outcome;
 };
 }  // namespace connlat
+namespace retrans {
+struct event {
+  u16 family;
+  u16 dport;
+  u8 state;
+  u8 kind;
+  u16 segs;
+};
+}  // namespace retrans
 #include "kernel_counting_generated.h"
 #pragma GCC diagnostic pop
 #undef BPF_PERCPU_ARRAY
@@ -78,6 +87,14 @@ template <typename M0, typename M1, typename Counted>
 tcptrace::KernelCountSnapshot snapshot_of(const M0& m0, const M1& m1, const Counted& counted) {
   tcptrace::KernelCountSnapshot snapshot;
   snapshot.metrics = {flat(m0), flat(m1)};
+  snapshot.counted = counted.values[0];
+  return snapshot;
+}
+// ... and from a program with one metric.
+template <typename M0, typename Counted>
+tcptrace::KernelCountSnapshot snapshot_of(const M0& m0, const Counted& counted) {
+  tcptrace::KernelCountSnapshot snapshot;
+  snapshot.metrics = {flat(m0)};
   snapshot.counted = counted.values[0];
   return snapshot;
 }
@@ -573,6 +590,58 @@ TEST(KernelCounting, GeneratedCodeCountsRandomEventsAsTheHostDoes) {
                               "old_state=\"UNKNOWN\"}"),
             0);
   EXPECT_GT(scrape(kernel_connlat).at("tcptrace_tcp_connects_total{outcome=\"unknown\"}"), 0);
+}
+
+// retrans's counter adds a field (value=segs), not 1: the generated code
+// and the host add the same segments to the same series, for kinds, states
+// and families beyond their names too.
+TEST(KernelCounting, GeneratedCodeAddsRetransmittedSegmentsAsTheHostDoes) {
+  const EventLayout layout = recorded_layout("retrans");
+  Metrics host(config());
+  bind_programs(host, {{"retrans", &layout}});
+  Metrics kernel(config());
+  kernel.bind(kernel_counted_metrics(program_declarations("retrans").metrics));
+  KernelCountFeed feed(program_declarations("retrans").metrics);
+  const uint64_t families[] = {4, 6, 0, 99};
+  const uint64_t segs[] = {1, 1, 1, 2, 3, 44, 65535};
+  std::mt19937_64 random(20261129);
+  uint64_t total = 0;
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 5000; ++i) {
+      generated_kernel::retrans::event r{};
+      r.family = static_cast<uint16_t>(families[random() % std::size(families)]);
+      r.state = static_cast<uint8_t>(random() % 4 == 0 ? 200 + random() % 50 : random() % 17);
+      r.kind = static_cast<uint8_t>(random() % 3);
+      r.segs = static_cast<uint16_t>(segs[random() % std::size(segs)]);
+      generated_kernel::retrans::tcptrace_submit_events(nullptr, &r);
+      host.observe(0, EventBytes(layout)
+                          .set("family", r.family)
+                          .set("state", r.state)
+                          .set("kind", r.kind)
+                          .set("segs", r.segs)
+                          .data());
+      total += r.segs;
+    }
+    using namespace generated_kernel;
+    EXPECT_EQ(feed.feed(snapshot_of(retrans::tcptrace_m0, retrans::tcptrace_counted), kernel), 5000u);
+  }
+  const auto from_host = scrape(host);
+  const auto from_kernel = scrape(kernel);
+  ASSERT_EQ(from_kernel.size(), from_host.size());
+  double sum = 0;
+  size_t nonzero = 0;
+  for (const auto& [series, value] : from_host) {
+    ASSERT_EQ(from_kernel.count(series), 1u) << series;
+    EXPECT_EQ(from_kernel.at(series), value) << series;
+    if (series.rfind("tcptrace_tcp_retransmits_total{", 0) == 0) {
+      sum += value;
+      nonzero += value != 0;
+    }
+  }
+  EXPECT_EQ(sum, static_cast<double>(total)) << "segments, not events";
+  EXPECT_GT(nonzero, 60u) << "the random events reach many series";
+  EXPECT_EQ(from_kernel.at("tcptrace_events_total"), 10000.0);
+  EXPECT_GT(from_kernel.at("tcptrace_tcp_retransmits_total{family=\"other\",kind=\"unknown\",state=\"UNKNOWN\"}"), 0);
 }
 
 // A read that finds nothing new adds nothing, and a counter that went

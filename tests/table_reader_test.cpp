@@ -221,6 +221,28 @@ TEST(SelectTables, AListedMapThatCannotBeReadIsAnError) {
   }
 }
 
+// A map listed with "?" may be missing (a program that declares it only
+// under a macro); when it is there, it is a listed table like any other.
+TEST(SelectTables, AnOptionalMapMayBeMissing) {
+  auto specs = select_tables(program_maps(), annotations_of(std::string(kDeclarations) +
+                                                            "// tcptrace:tables nosuch? counts? dist=us?\n"));
+  ASSERT_TRUE(specs) << specs.error().message;
+  EXPECT_EQ(names(*specs), (std::vector<std::string>{"dist", "counts"}));
+  EXPECT_EQ((*specs)[0].unit, TableUnit::us);
+  EXPECT_TRUE((*specs)[1].listed);
+  EXPECT_TRUE(clears_after_read((*specs)[1], false));
+  // Only optional maps listed, none there: no table at all, and the maps
+  // that are there are not read either (the list says which to read).
+  auto none = select_tables(program_maps(), annotations_of(std::string(kDeclarations) + "// tcptrace:tables nosuch?\n"));
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_TRUE(none->empty());
+  // An optional map that is there but cannot be read is still an error.
+  auto bad = select_tables(program_maps(), annotations_of(std::string(kDeclarations) + "// tcptrace:tables sv?\n"));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("tcptrace:tables sv: its values are not integers"), std::string::npos)
+      << bad.error().message;
+}
+
 TEST(TablesAnnotation, ParsesUnitsAndRejectsWhatItCannotMean) {
   auto ok = parse_program_annotations("// tcptrace:tables a b=ns c=bytes\n/* tcptrace:tables d */\n");
   ASSERT_TRUE(ok) << ok.error().message;
@@ -228,8 +250,18 @@ TEST(TablesAnnotation, ParsesUnitsAndRejectsWhatItCannotMean) {
   EXPECT_EQ(ok->tables[1].unit, TableUnit::ns);
   EXPECT_EQ(ok->tables[2].unit, TableUnit::bytes);
   EXPECT_EQ(ok->tables[3].map, "d");
+  EXPECT_FALSE(ok->tables[0].optional);
+  auto optional = parse_program_annotations("// tcptrace:tables a? b=us?\n");
+  ASSERT_TRUE(optional) << optional.error().message;
+  ASSERT_EQ(optional->tables.size(), 2u);
+  EXPECT_EQ(optional->tables[0].map, "a");
+  EXPECT_TRUE(optional->tables[0].optional);
+  EXPECT_EQ(optional->tables[1].map, "b");
+  EXPECT_EQ(optional->tables[1].unit, TableUnit::us);
+  EXPECT_TRUE(optional->tables[1].optional);
   for (const char* bad : {"// tcptrace:tables a=furlongs", "// tcptrace:tables a a", "// tcptrace:tables 9a",
-                          "// tcptrace:tables tcptrace_lost"}) {
+                          "// tcptrace:tables tcptrace_lost", "// tcptrace:tables ?", "// tcptrace:tables a?=us",
+                          "// tcptrace:tables a a?"}) {
     auto parsed = parse_program_annotations(bad);
     ASSERT_FALSE(parsed) << bad;
     EXPECT_NE(parsed.error().message.find("line 1: tcptrace:tables"), std::string::npos) << parsed.error().message;

@@ -7,10 +7,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
 #include "attach_support.h"
+#include "kernel_btf.h"
 #include "loopback.h"
 #include "tool_process.h"
 
@@ -158,6 +160,47 @@ TEST(ProgramFile, TwoTablesAndANestedStruct) {
   }
   EXPECT_TRUE(saw_entry) << tool->stdout_text();
   EXPECT_TRUE(saw_exit) << tool->stdout_text();
+}
+
+// tcptrace:offsets: the socket's family read at the offset the host took
+// from the kernel's BTF is the family the record gives, for both families;
+// --check shows each macro's value, and why one is not defined.
+TEST(ProgramFile, KernelOffsetsFromBtfReadTheRightMember) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  auto btf = KernelBtf::load();
+  if (!btf.ok()) {
+    if (running_in_ci()) FAIL() << "CI=true: " << btf.error().message;
+    GTEST_SKIP() << btf.error().message;
+  }
+  auto expected = btf->member_offset("sock", "__sk_common.skc_family");
+  ASSERT_TRUE(expected.ok()) << expected.error().message;
+  const std::string path = fixture("kernel_offsets.bpf.c");
+  {
+    ToolProcess check({"--program-file", path, "--check"});
+    ASSERT_EQ(check.wait_exit(scaled(120s)), 0) << check.stderr_text();
+    const json offsets = json::parse(check.stdout_text()).at("offsets");
+    EXPECT_EQ(offsets, json::parse(R"([{"name":"TCPTRACE_OFFSET_FAMILY","member":"sock.__sk_common.skc_family","offset":)" +
+                                   std::to_string(*expected) +
+                                   R"(},{"name":"TCPTRACE_OFFSET_NOT_THERE","member":"sock.tcptrace_no_such_member",
+                                   "offset":null,"missing":"struct sock has no member tcptrace_no_such_member at a whole byte"}])"));
+  }
+  auto tool = start_file(path, {"-D", "TEST_PID=" + std::to_string(getpid())});
+  ASSERT_TRUE(tool);
+  for (int family : {AF_INET, AF_INET6}) {
+    Socket listener = bind_loopback(family);
+    start_listening(listener);
+    Socket client = connect_loopback(family, listener.local_port());
+    ASSERT_GE(client.fd(), 0);
+  }
+  ASSERT_TRUE(tool->wait_for_lines(2, scaled(10s))) << tool->stdout_text();
+  ASSERT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+  std::set<int> families;
+  for (const json& e : tool->events()) {
+    EXPECT_EQ(e.at("read_family"), e.at("record_family")) << e;
+    EXPECT_EQ(e.at("offset"), *expected) << e;
+    families.insert(e.at("read_family").get<int>());
+  }
+  EXPECT_EQ(families, (std::set<int>{AF_INET, AF_INET6}));
 }
 
 TEST(ProgramFile, CheckNamesTheLineOfASyntaxError) {

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <regex>
 #include <thread>
 
@@ -220,6 +221,32 @@ TEST(Tables, MetricsExportTheHistogramInSecondsAndCountsAsCounters) {
             std::string::npos)
       << exposition;
   EXPECT_EQ(tool->stop(SIGINT), 0) << tool->stderr_text();
+}
+
+// --check names the tables the host would read: the listed ones, with
+// their shape, unit and key (types as BCC describes them).
+TEST(Tables, CheckListsTheTablesItWouldRead) {
+  TCPTRACE_REQUIRE_PRIVILEGES();
+  ToolProcess check(fixture_args({"--check"}));
+  ASSERT_EQ(check.wait_exit(scaled(120s)), 0) << check.stderr_text();
+  const json report = json::parse(check.stdout_text());
+  std::map<std::string, json> tables;
+  for (const json& table : report.at("tables")) tables[table.at("table").get<std::string>()] = table;
+  ASSERT_EQ(tables.size(), 5u) << report.at("tables");
+  for (const char* name : {"dist", "dist_by_op", "counts", "per_cpu", "by_pid"}) {
+    ASSERT_EQ(tables.count(name), 1u) << name;
+    EXPECT_EQ(tables[name].at("listed"), true) << name;
+  }
+  EXPECT_EQ(tables["dist"].at("shape"), "histogram");
+  EXPECT_EQ(tables["dist"].at("unit"), "us");
+  EXPECT_EQ(tables["dist_by_op"].at("shape"), "histogram");
+  EXPECT_EQ(tables["dist_by_op"].at("key"),
+            json::parse(R"([{"name":"op","type":"unsigned int","offset":0,"size":4}])"))
+      << "a keyed histogram's key without its slot";
+  EXPECT_EQ(tables["by_pid"].at("shape"), "counts");
+  EXPECT_FALSE(tables["by_pid"].contains("unit"));
+  EXPECT_EQ(tables["by_pid"].at("key"), json::parse(R"([{"name":"pid","type":"unsigned int","offset":0,"size":4},
+      {"name":"comm","type":"char[16]","offset":4,"size":16}])"));
 }
 
 }  // namespace
