@@ -2,12 +2,12 @@
 // checked against the kernel's own view of the same sockets.
 //
 // The path: two network namespaces of the test's own joined by a veth
-// pair, the client's side shaped by tbf (8 Mbit/s through a queue of at
-// most 64 KiB), so a bulk transfer from the client builds a queue and the
-// sender's srtt grows to tens of ms (this kernel has no netem). While the
-// transfer runs, `ss -tie` samples the client socket's rtt: and cookie
-// (sk:); each sample is compared with the srtt rtt reported for the same
-// socket (by sock_cookie) at the same moment. The histograms, their text,
+// pair, the client's side shaped by tbf (8 Mbit/s), so a bulk transfer
+// from the client keeps a queue there as long as its send buffer holds,
+// and the sender's srtt grows to tens of ms (this kernel has no netem).
+// While the transfer runs, `ss -tie` samples the client socket's rtt: and
+// cookie (sk:); each sample is compared with the srtt rtt reported for the
+// same socket (by sock_cookie) at the same moment. The histograms, their text,
 // the exported metric and the thinning options are checked exactly
 // against the samples of the same run: every tool instance is attached
 // before the traffic starts and stopped after it ended, so all of them see
@@ -99,8 +99,9 @@ class SlowPath {
         "ip -n " + s + " addr add " + kIPv6.server + "/64 dev " + vs + " nodad",
         "ip -n " + c + " link set " + vc + " up",
         "ip -n " + s + " link set " + vs + " up",
-        // The client's data leaves at 1 MB/s through a queue of at most
-        // 64 KiB: up to about 65 ms of queueing delay.
+        // The client's data leaves at 1 MB/s. The queue may hold far more
+        // than the client's send buffer (Flow), so nothing is dropped and
+        // the queue stays at about what the buffer holds: tens of ms.
         "tc -n " + c + " qdisc add dev " + vc + " root tbf rate 8mbit burst 16kb limit 1mb",
     };
     for (const std::string& command : commands) {
@@ -169,7 +170,9 @@ class Flow {
        std::chrono::milliseconds sending) {
     client_ = bound_socket_in(path.client(), family.family, local, 0);
     if (client_.fd() < 0) return;
-    // A small send buffer, so little is left to send when the sending stops.
+    // A small send buffer: it bounds the data in flight, so the queue
+    // before the slow link (and srtt) stays about the same, and little is
+    // left to send when the sending stops.
     const int buffer = 32 * 1024;
     ::setsockopt(client_.fd(), SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
     socklen_t length = 0;
@@ -329,8 +332,9 @@ void expect_nothing_lost(ToolProcess& tool) {
 class RttFamily : public ::testing::TestWithParam<Addresses> {};
 
 // Per-event mode against ss: the srtt of the same socket (by cookie) at the
-// moments ss read it agrees within 15%; the event's fields are the
-// socket's; the histogram of the same run counts exactly those samples.
+// moments ss read it is the one ss shows, to the µs (the issue asks for
+// 15%); the event's fields are the socket's; the histogram of the same run
+// counts exactly those samples.
 TEST_P(RttFamily, SrttAgreesWithSsForTheSameSocket) {
   TCPTRACE_REQUIRE_PRIVILEGES();
   const Addresses& family = GetParam();
@@ -388,42 +392,51 @@ TEST_P(RttFamily, SrttAgreesWithSsForTheSameSocket) {
                                               "rcv_wnd"}));
 
     // Each ss sample against the samples the tool reported for that socket
-    // while ss ran (the one before and after when none fell inside).
-    double worst = 0, largest_ms = 0;
+    // at the same moment. A sample carries srtt as it stood when its
+    // segment arrived, before that segment's ACK updated it, and the kernel
+    // updates srtt only there (tcp_ack, under the socket's lock, which ss's
+    // read of tcp_info takes too): whenever ss read it, the next sample of
+    // the socket reports the very value it read. That sample came after ss
+    // started, and no later than the first one after ss ended; so ss's rtt:
+    // (µs, printed in ms with %g) is the srtt_us of one of those, exactly.
+    double largest_ms = 0;
+    size_t exact = 0;
     for (const SsSample& ss : samples) {
       EXPECT_EQ(ss.cookie, cookie) << ss.text;
-      std::vector<double> during;
-      const json* before = nullptr;
-      const json* after = nullptr;
+      const auto ss_us = static_cast<uint64_t>(std::llround(ss.rtt_ms * 1000));
+      std::vector<uint64_t> candidates;  // from the start of the ss run to the first sample after its end
+      const json* last_before = nullptr;
       for (const json& e : events) {
         const uint64_t ts = e.at("ts_us").get<uint64_t>();
-        if (ts < ss.before_us) before = &e;
-        if (ts > ss.after_us && after == nullptr) after = &e;
-        if (ts >= ss.before_us && ts <= ss.after_us) during.push_back(e.at("srtt_us").get<double>() / 1000);
+        if (ts < ss.before_us) {
+          last_before = &e;
+          continue;
+        }
+        candidates.push_back(e.at("srtt_us").get<uint64_t>());
+        if (ts > ss.after_us) break;
       }
-      if (during.empty()) {
-        if (before != nullptr) during.push_back(before->at("srtt_us").get<double>() / 1000);
-        if (after != nullptr) during.push_back(after->at("srtt_us").get<double>() / 1000);
-      }
-      ASSERT_FALSE(during.empty());
-      double farthest = 0, nearest = 1e9;
-      for (double ms : during) {
-        const double off = std::fabs(ms - ss.rtt_ms) / ss.rtt_ms;
-        farthest = std::max(farthest, off);
-        nearest = std::min(nearest, off);
-      }
-      std::printf("rtt vs ss at +%.2f s: ss rtt %.3f ms; tool srtt %.3f..%.3f ms (%zu samples while ss ran, "
-                  "%.1f ms): nearest %.1f%%, farthest %.1f%%\n",
-                  static_cast<double>(ss.before_us - started_us) / 1e6, ss.rtt_ms,
-                  *std::min_element(during.begin(), during.end()), *std::max_element(during.begin(), during.end()),
-                  during.size(), static_cast<double>(ss.after_us - ss.before_us) / 1000, nearest * 100,
-                  farthest * 100);
-      EXPECT_LE(farthest, 0.15) << "ss rtt " << ss.rtt_ms << " ms";
-      worst = std::max(worst, farthest);
+      ASSERT_FALSE(candidates.empty()) << "no sample after ss ran at +" << (ss.before_us - started_us) / 1000 << " ms";
+      const auto matched = std::find(candidates.begin(), candidates.end(), ss_us);
+      // How far srtt moved meanwhile: the sample before ss started, and the
+      // first after it ended, against ss's value.
+      const auto off = [&](uint64_t us) {
+        return 100.0 * std::fabs(static_cast<double>(us) - static_cast<double>(ss_us)) / static_cast<double>(ss_us);
+      };
+      const uint64_t before_us = last_before ? last_before->at("srtt_us").get<uint64_t>() : candidates.front();
+      std::printf("rtt vs ss at +%.2f s (ss ran %.1f ms): ss rtt:%.3f ms; the tool's srtt_us of that moment: %s "
+                  "(%zu samples while ss ran; the one before it %.3f ms, %.1f%% off; the first after %.3f ms, "
+                  "%.1f%% off)\n",
+                  static_cast<double>(ss.before_us - started_us) / 1e6,
+                  static_cast<double>(ss.after_us - ss.before_us) / 1000, ss.rtt_ms,
+                  matched != candidates.end() ? (std::to_string(*matched) + " us, 0.0% off").c_str() : "none",
+                  candidates.size() - 1, static_cast<double>(before_us) / 1000, off(before_us),
+                  static_cast<double>(candidates.back()) / 1000, off(candidates.back()));
+      EXPECT_NE(matched, candidates.end()) << "ss rtt " << ss.rtt_ms << " ms is none of the tool's srtt_us then";
+      exact += matched != candidates.end() ? 1 : 0;
       largest_ms = std::max(largest_ms, ss.rtt_ms);
     }
-    std::printf("rtt vs ss: %zu ss samples, worst difference %.1f%%; %zu tool samples\n", samples.size(),
-                worst * 100, events.size());
+    std::printf("rtt vs ss: %zu of %zu ss samples equal to the tool's srtt of the same moment; %zu tool samples\n",
+                exact, samples.size(), events.size());
     EXPECT_GE(largest_ms, 10.0) << "the path was not slowed: the queue never built up";
 
     // The histogram printed at the end counts every one of those samples.
@@ -662,7 +675,7 @@ TEST(Rtt, SampleMsAndMinUsThinTheEvents) {
   Socket listener = bound_socket_in(path.server(), AF_INET, kIPv4.server, server_port());
   ASSERT_GE(listener.fd(), 0);
   ASSERT_EQ(::listen(listener.fd(), 16), 0);
-  constexpr uint64_t kMinUs = 20000;
+  constexpr uint64_t kMinUs = 10000;
   auto all = start_ready(rtt_args(kIPv4, {"-D", "RTT_EVENTS=1"}));
   ASSERT_TRUE(all);
   auto sampled = start_ready(rtt_args(kIPv4, {"-D", "RTT_EVENTS=1", "-D", "RTT_SAMPLE_MS=200"}));
