@@ -72,6 +72,9 @@ struct Addresses {
 const Addresses kIPv4{AF_INET, "10.231.0.1", "10.231.0.3", "10.231.0.2", "-4"};
 const Addresses kIPv6{AF_INET6, "fd31::1", "", "fd31::2", "-6"};
 
+// How gtest names the parameter (in ctest's list too).
+std::ostream& operator<<(std::ostream& os, const Addresses& a) { return os << (a.family == AF_INET6 ? "IPv6" : "IPv4"); }
+
 // A port outside the ephemeral range (32768-60999): no socket of the
 // machine's own traffic has it as its remote port, not even the tool's
 // /metrics connections.
