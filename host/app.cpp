@@ -141,7 +141,7 @@ struct ActiveProgram {
   std::vector<uint64_t> drops_seen;  // tcptrace_lost per CPU
   uint64_t misses_total = 0;
   Metrics* metrics = nullptr;  // --metrics, else null
-  std::string metrics_fed;     // which program metrics its events feed
+  std::string metrics_fed;     // which program metrics its events (or maps) feed
   AggregateScraper* scraper = nullptr;  // reading loaded's maps, when it aggregates in the kernel
 
   ActiveProgram() = default;
@@ -214,7 +214,19 @@ Result<std::unique_ptr<ActiveProgram>> activate(std::unique_ptr<LoadedProgram> l
   active->metrics = metrics;
   const BuildPlan& plan = loaded->plan;
   if (metrics != nullptr) {
-    active->metrics_fed = metrics->bind(loaded->metrics);
+    // "A, B counted in the kernel, C read from its maps," or "A, B": what
+    // the ready line's "serving metrics" says before "and health".
+    const std::string from_events = metrics->bind(loaded->metrics);
+    if (!from_events.empty()) active->metrics_fed = from_events + (loaded->kernel_counts ? " counted in the kernel," : "");
+    // Those read from the program's tables (map=) are counted in the
+    // kernel by the program itself, whatever --aggregate says.
+    std::string from_tables;
+    for (const TableView& view : loaded->data_tables) {
+      if (view.metric() != nullptr) from_tables += (from_tables.empty() ? "" : ", ") + view.metric()->declaration.name;
+    }
+    if (!from_tables.empty()) {
+      active->metrics_fed += (active->metrics_fed.empty() ? "" : " ") + from_tables + " read from its maps,";
+    }
     metrics->set_probes_attached(0);
   }
   active->sink =
@@ -435,7 +447,7 @@ Status run(const Options& options) {
   const bool json = options.output != Options::Output::none;  // event lines, as JSON or text
   // The program's tables as Prometheus series, kept across --watch versions.
   std::unique_ptr<TableMetrics> table_metrics;
-  if (metrics) table_metrics = std::make_unique<TableMetrics>(metrics->registry());
+  if (metrics) table_metrics = std::make_unique<TableMetrics>(metrics->registry(), options.metrics_label_limit);
 
   std::string tracefs_note;
   if (Status s = ensure_tracefs(tracefs_note); !s) return s;
@@ -492,8 +504,7 @@ Status run(const Options& options) {
     report("serving metrics at " + metrics_server->url() +
            (active->metrics_fed.empty()
                 ? " (health only: the program declares no tcptrace:metric)"
-                : " (" + active->metrics_fed + (active->loaded->kernel_counts ? " counted in the kernel," : "") +
-                      " and health)"));
+                : " (" + active->metrics_fed + " and health)"));
   }
   if (privileges) {
     if (Status s = drop_privileges(*privileges); !s) return s;

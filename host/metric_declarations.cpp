@@ -492,19 +492,32 @@ Result<ProgramDeclarations> parse_program_declarations(std::string_view source, 
           bad = true;
         }
         metric.table = value;
+      } else if (key == "map") {
+        if (!is_identifier(value)) {
+          mistake(found.line, where + "map='" + value + "' is not a map name");
+          bad = true;
+        }
+        metric.map = value;
       } else {
-        mistake(found.line, where + "unknown key '" + key + "' (known: labels, value, unit, buckets, when, table, help)");
+        mistake(found.line,
+                where + "unknown key '" + key + "' (known: labels, value, unit, buckets, when, table, map, help)");
         bad = true;
       }
     }
     if (bad) continue;
+    if (!metric.map.empty() && (!metric.value_field.empty() || has_unit || has_buckets ||
+                                !metric.conditions.empty() || !metric.table.empty())) {
+      mistake(found.line, where + "map= reads the values, unit and buckets from the map: value=, unit=, buckets=, "
+                                  "when= and table= do not go with it");
+      continue;
+    }
     if (metric.help.empty()) {
       mistake(found.line, where + "help=\"...\" is missing: every metric says what it counts");
       continue;
     }
     if (!labels_text.empty()) {
       for (std::string_view part : split_commas(labels_text)) {
-        auto label = parse_label(part, hints, metric.table);
+        auto label = parse_label(part, hints, metric.map.empty() ? metric.table : metric.map);
         if (!label) {
           mistake(found.line, where + label.error().message);
           bad = true;
@@ -519,6 +532,23 @@ Result<ProgramDeclarations> parse_program_declarations(std::string_view source, 
         metric.labels.push_back(std::move(label).value());
       }
       if (bad) continue;
+    }
+    const auto declared_before = [&](const std::string& name) {
+      for (const auto* list : {&declarations.metrics, &declarations.map_metrics}) {
+        for (const MetricDeclaration& seen : *list) {
+          if (seen.name == name) return true;
+        }
+      }
+      return false;
+    };
+    if (!metric.map.empty()) {
+      // Read from a map: no kernel array to size, no buckets of its own.
+      if (declared_before(metric.name)) {
+        mistake(found.line, where + "declared twice");
+        continue;
+      }
+      declarations.map_metrics.push_back(std::move(metric));
+      continue;
     }
     if (metric.kind == MetricKind::histogram) {
       if (metric.value_field.empty() || !has_unit || !has_buckets) {
@@ -574,9 +604,7 @@ Result<ProgramDeclarations> parse_program_declarations(std::string_view source, 
                               " fit a kernel array (give small fields an enum() hint)");
       continue;
     }
-    bool repeated = false;
-    for (const MetricDeclaration& seen : declarations.metrics) repeated |= seen.name == metric.name;
-    if (repeated) {
+    if (declared_before(metric.name)) {
       mistake(found.line, where + "declared twice");
       continue;
     }

@@ -37,6 +37,21 @@
 //       help="TEXT"     the HELP line.
 //       table=TABLE     which output table's events (needed with several).
 //   A line ending in '\' continues on the next comment line.
+//
+//   tcptrace:metric histogram NAME map=MAP [labels=...] help="TEXT"
+//   tcptrace:metric counter NAME map=MAP [labels=...] help="TEXT"
+//       Read from one of the program's tables (table_reader.h) instead of
+//       its events, as ebpf_exporter reads maps: a log2 histogram
+//       (BPF_HISTOGRAM) becomes a Prometheus histogram with bounds 2^i - 1
+//       in the unit of its tcptrace:tables entry (seconds, bytes), a count
+//       map a counter of the running total. Labels name members of the
+//       map's key (`key` for a scalar key); their values follow the same
+//       rules as above, and an opt-in label without a closed set (an
+//       address, a port) keeps the first --metrics-label-limit values the
+//       host reads and folds the rest (and a null value) into "other". Key
+//       members that are not labels are summed over. value=, unit=,
+//       buckets=, when= and table= do not go with map=; the map's own
+//       tcptrace_table_* series are replaced by this metric.
 #pragma once
 
 #include <cstdint>
@@ -91,6 +106,7 @@ struct MetricDeclaration {
   std::string name;
   std::string help;
   std::string table;  // empty: the program's only output table
+  std::string map;    // map=: read from this table of the program, not from events
   std::vector<MetricLabel> labels;
   std::string value_field;  // histogram: required; counter: optional
   std::string unit = "none";
@@ -105,7 +121,8 @@ struct MetricDeclaration {
 
 struct ProgramDeclarations {
   std::vector<OutputDeclaration> outputs;
-  std::vector<MetricDeclaration> metrics;
+  std::vector<MetricDeclaration> metrics;      // counted from events (host or kernel)
+  std::vector<MetricDeclaration> map_metrics;  // map=: read from the program's tables
 };
 
 // Parses every tcptrace:output and tcptrace:metric line of `source`. Each

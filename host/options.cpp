@@ -33,8 +33,8 @@ cxxopts::Options make_parser() {
       ("D,dport", "remote ports to trace (a LIST of ports); -D NAME[=VALUE] defines a macro instead",
        cxxopts::value<std::vector<std::string>>(), "LIST")
       ("pid", "only connects made by this process id", cxxopts::value<std::string>(), "PID")
-      ("min-us", "only connects at least this slow (failures are always shown)", cxxopts::value<std::string>(),
-       "N")
+      ("min-us", "only connects at least this slow (failures are always shown), or round-trip times at least this long",
+       cxxopts::value<std::string>(), "N")
       ("no-failures", "do not report failed connects")
       ("attach", "attach method: auto, kfunc, kprobe or tracepoint", cxxopts::value<std::string>(), "METHOD")
       ("check", "compile and load through the verifier, print the attach plan as JSON, attach nothing")

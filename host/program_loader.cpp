@@ -185,6 +185,14 @@ Status take_data_tables(const bcc::Program& program, const std::vector<FormatHin
   if (!specs) return runtime_error(path + ": " + specs.error().message);
   auto views = make_table_views(*specs, hints, clock);
   if (!views) return runtime_error(path + ": " + views.error().message);
+  // The metrics the program declares on its tables (map=).
+  std::vector<std::string> map_names;
+  for (const bcc::DataTable& map : maps) map_names.push_back(map.name);
+  if (Status s = bind_table_metrics(loaded.plan.declarations.map_metrics, map_names, *views,
+                                    loaded.plan.opt_in_labels, path);
+      !s) {
+    return report_all_but_last(std::move(s).take_error());
+  }
   for (const TableView& view : *views) {
     auto fd = duplicate_map_fd(program.table_fd(view.spec().name), view.spec().name);
     if (!fd) return std::move(fd).take_error();
@@ -221,10 +229,13 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
   auto declarations = parse_program_declarations(plan.source.text, plan.source.path, plan.hints);
   if (!declarations) return report_all_but_last(std::move(declarations).take_error());
   plan.declarations = std::move(declarations).value();
+  plan.opt_in_labels = options.metrics_labels;
   for (const std::string& wanted : options.metrics_labels) {
     bool offered = false;
-    for (const MetricDeclaration& metric : plan.declarations.metrics) {
-      for (const MetricLabel& label : metric.labels) offered |= label.opt_in && label.name == wanted;
+    for (const auto* list : {&plan.declarations.metrics, &plan.declarations.map_metrics}) {
+      for (const MetricDeclaration& metric : *list) {
+        for (const MetricLabel& label : metric.labels) offered |= label.opt_in && label.name == wanted;
+      }
     }
     if (!offered) {
       return usage_error("--metrics-label " + wanted + ": program " + plan.name +
@@ -281,12 +292,16 @@ Result<BuildPlan> plan_build(const Options& options, const ProgramLocations& whe
   // Where --metrics counts: in the kernel when asked, or by default when
   // nothing needs the events in the host and the program can (measured
   // cheaper: docs/performance.md). options.cpp has refused the combinations
-  // that cannot work with an explicit --aggregate kernel.
-  const bool kernel_capable = !plan.declarations.outputs.empty() && !plan.declarations.metrics.empty();
+  // that cannot work with an explicit --aggregate kernel. Metrics read from
+  // the program's tables (map=) are counted in the kernel anyway: a program
+  // with only those sends its events nowhere when counting in the kernel.
+  const bool kernel_capable = !plan.declarations.outputs.empty() &&
+                              (!plan.declarations.metrics.empty() || !plan.declarations.map_metrics.empty());
   if (options.aggregate == Options::Aggregate::kernel) {
     if (!kernel_capable) {
       return usage_error("--aggregate kernel: program " + plan.name + " cannot count in the kernel (" +
-                         (plan.declarations.metrics.empty() ? "it declares no tcptrace:metric"
+                         (plan.declarations.metrics.empty() && plan.declarations.map_metrics.empty()
+                              ? "it declares no tcptrace:metric"
                                                             : "it has no 'tcptrace:output' line") +
                          ")");
     }
@@ -586,6 +601,26 @@ std::string check_report_json(const LoadedProgram& loaded) {
       entry["value"] = d.value_field;
       entry["unit"] = d.unit;
       entry["bounds"] = d.exported_bounds();
+    }
+    report["metrics"].push_back(entry);
+  }
+  // Those read from the program's tables (map=), as bound to their keys.
+  for (const TableView& view : loaded.data_tables) {
+    const TableMetricBinding* metric = view.metric();
+    if (metric == nullptr) continue;
+    const MetricDeclaration& d = metric->declaration;
+    nlohmann::json labels = nlohmann::json::array();
+    for (const TableMetricBinding::Label& l : metric->labels) {
+      labels.push_back({{"name", l.label.name}, {"field", l.label.field}, {"opt_in", l.label.opt_in}});
+    }
+    nlohmann::json entry = {{"name", d.name},
+                            {"kind", d.kind == MetricKind::counter ? "counter" : "histogram"},
+                            {"line", d.line},
+                            {"labels", labels},
+                            {"map", d.map}};
+    if (d.kind == MetricKind::histogram) {
+      entry["unit"] = std::string(table_unit_name(view.spec().unit));
+      entry["buckets"] = "log2";
     }
     report["metrics"].push_back(entry);
   }

@@ -36,6 +36,7 @@ struct BuildPlan {
   std::optional<AttachMethod> method;
   bool ring_buffer = false;  // TCPTRACE_RINGBUF chosen
   bool aggregate_in_kernel = false;  // metrics counted in the kernel (kernel_counting.h)
+  std::vector<std::string> opt_in_labels;  // --metrics-label
   // tcptrace:seed: whether keys carry the network namespace (the kernel has
   // BTF), and if not, why not.
   bool seed_by_netns = false;

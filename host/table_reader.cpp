@@ -297,6 +297,7 @@ TableCounts TableView::summarize(const bcc::MapSnapshot& snapshot) const {
   const size_t per_cpu = snapshot.cpus > 1 ? (spec_.value_size + 7) / 8 * 8 : spec_.value_size;
   const bool array = spec_.kind == bcc::DataMapKind::array || spec_.kind == bcc::DataMapKind::percpu_array;
   std::map<std::string, std::vector<uint64_t>> groups;
+  std::map<std::string, std::string> raw_keys;  // group -> the bytes of its first key
   for (size_t i = 0; i < snapshot.entries; ++i) {
     const unsigned char* key = snapshot.keys.data() + i * snapshot.key_size;
     const unsigned char* values = snapshot.values.data() + i * snapshot.value_stride;
@@ -317,14 +318,15 @@ TableCounts TableView::summarize(const bcc::MapSnapshot& snapshot) const {
       std::vector<uint64_t>& slots = groups[group];
       if (slots.size() <= slot) slots.resize(slot + 1, 0);
       slots[slot] += sum;
+      raw_keys.emplace(group, std::string(reinterpret_cast<const char*>(key), snapshot.key_size));
       continue;
     }
     if (array && sum == 0) continue;
-    counts.entries.push_back({decode_key(key), sum});
+    counts.entries.push_back({decode_key(key), sum, std::string(reinterpret_cast<const char*>(key), snapshot.key_size)});
   }
   if (spec_.shape == TableShape::histogram) {
     if (groups.empty() && !spec_.slot) groups[""];  // an unkeyed histogram always prints
-    for (auto& [key, slots] : groups) counts.histograms.push_back({key, std::move(slots)});
+    for (auto& [key, slots] : groups) counts.histograms.push_back({key, std::move(slots), raw_keys[key]});
   } else if (!array) {
     const bool is_signed = spec_.value_signed;
     std::stable_sort(counts.entries.begin(), counts.entries.end(),
@@ -473,11 +475,80 @@ Result<std::vector<TableView>> make_table_views(const std::vector<TableSpec>& sp
   return views;
 }
 
+Status bind_table_metrics(const std::vector<MetricDeclaration>& map_metrics, const std::vector<std::string>& maps,
+                          std::vector<TableView>& views, const std::vector<std::string>& opt_in_labels,
+                          const std::string& path) {
+  std::vector<std::string> mistakes;
+  std::vector<std::string> bound_maps;
+  for (const MetricDeclaration& d : map_metrics) {
+    const auto mistake = [&](const std::string& text) {
+      mistakes.push_back(path + ":" + std::to_string(d.line) + ": metric " + d.name + ": " + text);
+    };
+    auto view = std::find_if(views.begin(), views.end(), [&](const TableView& v) { return v.spec().name == d.map; });
+    if (view == views.end()) {
+      if (std::find(maps.begin(), maps.end(), d.map) == maps.end()) {
+        mistake("map=" + d.map + ": the program declares no such map");
+      } else {
+        mistake("map=" + d.map + ": the host does not read this map (list it in the tcptrace:tables line; only "
+                "histograms and maps of integer counts are read)");
+      }
+      continue;
+    }
+    const TableSpec& spec = view->spec();
+    if (d.kind == MetricKind::histogram && spec.shape != TableShape::histogram) {
+      mistake("map=" + d.map + ": a histogram is read from a log2 histogram (BPF_HISTOGRAM); this map holds counts "
+              "(declare a counter)");
+      continue;
+    }
+    if (d.kind == MetricKind::counter && spec.shape == TableShape::histogram) {
+      mistake("map=" + d.map + ": this map is a log2 histogram (BPF_HISTOGRAM); declare a histogram");
+      continue;
+    }
+    if (std::find(bound_maps.begin(), bound_maps.end(), d.map) != bound_maps.end()) {
+      mistake("map=" + d.map + ": another metric is read from this map already");
+      continue;
+    }
+    auto binding = std::make_shared<TableMetricBinding>();
+    binding->declaration = d;
+    bool bad = false;
+    for (const MetricLabel& label : d.labels) {
+      const bool asked = std::find(opt_in_labels.begin(), opt_in_labels.end(), label.name) != opt_in_labels.end();
+      if (label.opt_in && !asked) continue;
+      const FieldLayout* member = spec.key_layout.find(label.field);
+      if (member == nullptr) {
+        std::string members;
+        for (const FieldLayout& f : spec.key_layout.fields) members += (members.empty() ? "" : ", ") + f.name;
+        mistake(std::string(label.opt_in ? "--metrics-label " + label.name + ": " : "") + "the key of map '" +
+                d.map + "' has no member '" + label.field + "' (" +
+                (members.empty() ? std::string("it has none") : "it has " + members) + ")");
+        bad = true;
+        continue;
+      }
+      if (label.domain != LabelDomain::folded && !is_integer_field(*member)) {
+        mistake("label " + label.name + ": key member '" + label.field + "' of map '" + d.map +
+                "' is not an integer (only an opt-in label, folded by the host, may take other values)");
+        bad = true;
+        continue;
+      }
+      binding->labels.push_back({label, *member});
+    }
+    if (bad) continue;
+    bound_maps.push_back(d.map);
+    view->set_metric(std::move(binding));
+  }
+  if (mistakes.empty()) return {};
+  std::string text;
+  for (const std::string& m : mistakes) text += (text.empty() ? "" : "\n") + m;
+  return runtime_error(text);
+}
+
 // ---- metrics ---------------------------------------------------------------
 
 struct TableMetrics::State {
   TableShape shape = TableShape::counts;
   bool counter = false;
+  std::string signature;  // a declared metric: what it was declared as; "" for the table's own series
+  std::vector<std::vector<std::string>> kept_values;  // declared: per folded label, the values that keep theirs
   prometheus::Family<prometheus::Histogram>* histograms = nullptr;
   prometheus::Family<prometheus::Counter>* counters = nullptr;
   prometheus::Family<prometheus::Gauge>* gauges = nullptr;
@@ -487,7 +558,8 @@ struct TableMetrics::State {
   std::map<std::string, uint64_t> last_values;
 };
 
-TableMetrics::TableMetrics(std::shared_ptr<prometheus::Registry> registry) : registry_(std::move(registry)) {}
+TableMetrics::TableMetrics(std::shared_ptr<prometheus::Registry> registry, size_t label_limit)
+    : registry_(std::move(registry)), label_limit_(label_limit) {}
 TableMetrics::~TableMetrics() = default;
 
 namespace {
@@ -535,13 +607,60 @@ prometheus::Labels labels_of(const std::string& key_json, bool is_struct, bool o
 
 }  // namespace
 
+namespace {
+
+// What a declared table metric was declared as: a --watch version that
+// declares it the same way keeps its series.
+std::string declared_signature(const TableMetricBinding& b, const TableSpec& spec) {
+  const MetricDeclaration& d = b.declaration;
+  std::string text = (d.kind == MetricKind::counter ? "counter " : "histogram ") + d.name + "\n" + d.help + "\n" +
+                     std::string(table_unit_name(spec.unit)) + "\n";
+  for (const TableMetricBinding::Label& l : b.labels) {
+    text += l.label.name + ":" + std::to_string(static_cast<int>(l.label.domain));
+    for (const std::string& name : l.label.names) text += "," + name;
+    text += "\n";
+  }
+  return text;
+}
+
+// A key member's value as JSON text decoded it; nullopt when it is null
+// (an `optional` member that is all zeros) or missing.
+std::optional<std::string> member_text(const std::string& key_json, bool is_struct, const std::string& member) {
+  const auto key = nlohmann::ordered_json::parse(key_json, nullptr, false);
+  if (key.is_discarded()) return std::nullopt;
+  if (!is_struct) return key.is_null() ? std::nullopt : std::optional<std::string>(plain_text(key));
+  if (!key.is_object() || !key.contains(member) || key.at(member).is_null()) return std::nullopt;
+  return plain_text(key.at(member));
+}
+
+}  // namespace
+
 void TableMetrics::update(const TableView& view, const TableCounts& counts, bool cleared, bool counter_kind,
                           const std::string& program_path) {
   const TableSpec& spec = view.spec();
   std::unique_ptr<State>& slot = tables_[spec.name];
   const bool counter = spec.shape == TableShape::counts && counter_kind;
-  // A --watch version may change a table's shape; its series then start over.
-  if (!slot || slot->shape != spec.shape || slot->counter != counter) {
+  const std::string signature = view.metric() ? declared_signature(*view.metric(), spec) : "";
+  // A --watch version may change a table's shape or its declared metric;
+  // its series then start over, the old ones gone from the exposition.
+  const bool same = slot && slot->shape == spec.shape && slot->signature == signature &&
+                    (view.metric() != nullptr || slot->counter == counter);
+  if (!same && slot) {
+    if (slot->histograms != nullptr) registry_->Remove(*slot->histograms);
+    if (slot->counters != nullptr) registry_->Remove(*slot->counters);
+    if (slot->gauges != nullptr) registry_->Remove(*slot->gauges);
+    slot.reset();
+  }
+  if (view.metric() != nullptr) {
+    if (!slot) {
+      slot = std::make_unique<State>();
+      slot->shape = spec.shape;
+      slot->signature = signature;
+    }
+    update_declared(view, counts, cleared, *slot);
+    return;
+  }
+  if (!slot) {
     slot = std::make_unique<State>();
     slot->shape = spec.shape;
     slot->counter = counter;
@@ -623,6 +742,121 @@ void TableMetrics::update(const TableView& view, const TableCounts& counts, bool
       child->Set(spec.value_signed ? static_cast<double>(static_cast<int64_t>(entry.value))
                                    : static_cast<double>(entry.value));
     }
+  }
+}
+
+void TableMetrics::update_declared(const TableView& view, const TableCounts& counts, bool cleared, State& state) {
+  const TableSpec& spec = view.spec();
+  const TableMetricBinding& b = *view.metric();
+  const MetricDeclaration& d = b.declaration;
+  const size_t labels = b.labels.size();
+  if (state.histograms == nullptr && state.counters == nullptr) {
+    if (d.kind == MetricKind::histogram) {
+      state.histograms = &prometheus::BuildHistogram().Name(d.name).Help(d.help).Register(*registry_);
+      const size_t slots = spec.slot ? kMaxLog2Slots - 1 : std::min(spec.max_entries, kMaxLog2Slots - 1);
+      for (size_t i = 0; i < slots; ++i) {
+        state.bounds.push_back(static_cast<double>(log2_slot_high(i)) * unit_scale(spec.unit));
+      }
+    } else {
+      state.counters = &prometheus::BuildCounter().Name(d.name).Help(d.help).Register(*registry_);
+    }
+    state.kept_values.assign(labels, {});
+    // As for metrics counted from events (metrics.cpp): labels that all
+    // have named values start with every named combination at zero.
+    bool named_only = true;
+    size_t combinations = 1;
+    for (const TableMetricBinding::Label& l : b.labels) {
+      named_only &= l.label.domain == LabelDomain::names || l.label.domain == LabelDomain::family;
+      combinations *= label_slots(l.label, label_limit_) - 1;
+    }
+    if (named_only && combinations <= 64) {
+      for (size_t n = 0; n < combinations; ++n) {
+        prometheus::Labels set;
+        std::string id;
+        size_t rest = n;
+        for (size_t j = labels; j-- > 0;) {
+          const MetricLabel& label = b.labels[j].label;
+          const size_t radix = label_slots(label, label_limit_) - 1;
+          const std::string value = label_value(label, rest % radix);
+          rest /= radix;
+          set[label.name] = value;
+          id = value + (j + 1 < labels ? "\x1f" : "") + id;
+        }
+        if (d.kind == MetricKind::histogram) {
+          state.series[id] = &state.histograms->Add(set, state.bounds);
+        } else {
+          state.series[id] = &state.counters->Add(set);
+        }
+      }
+    }
+  }
+  // The series of one key: its label values, the other members summed over.
+  auto series_of = [&](const std::string& key_json, const std::string& raw_key) -> void* {
+    prometheus::Labels set;
+    std::string id;
+    for (size_t j = 0; j < labels; ++j) {
+      const TableMetricBinding::Label& l = b.labels[j];
+      std::string value;
+      if (l.label.domain == LabelDomain::folded) {
+        // An address or a port: the first label_limit_ values keep theirs.
+        const std::optional<std::string> text = member_text(key_json, spec.key_is_struct, l.member.name);
+        std::vector<std::string>& kept = state.kept_values[j];
+        if (!text) {
+          value = "other";
+        } else if (std::find(kept.begin(), kept.end(), *text) != kept.end()) {
+          value = *text;
+        } else if (kept.size() < label_limit_) {
+          kept.push_back(*text);
+          value = *text;
+        } else {
+          value = "other";
+        }
+      } else {
+        uint64_t raw = 0;
+        if (l.member.offset + l.member.element_size <= raw_key.size()) {
+          const bool is_signed = l.member.kind == ScalarKind::signed_int;
+          raw = read_integer(reinterpret_cast<const unsigned char*>(raw_key.data()) + l.member.offset,
+                             l.member.element_size, is_signed);
+        }
+        value = label_value(l.label, label_slot(l.label, raw));
+      }
+      set[l.label.name] = value;
+      id += (j > 0 ? "\x1f" : "") + value;
+    }
+    if (auto it = state.series.find(id); it != state.series.end()) return it->second;
+    void* child = d.kind == MetricKind::histogram ? static_cast<void*>(&state.histograms->Add(set, state.bounds))
+                                                  : static_cast<void*>(&state.counters->Add(set));
+    state.series[id] = child;
+    return child;
+  };
+  auto grown = [&](uint64_t now, uint64_t& last) {
+    const uint64_t delta = now >= last ? now - last : now;
+    last = cleared ? 0 : now;
+    return delta;
+  };
+  if (d.kind == MetricKind::histogram) {
+    std::map<void*, std::vector<double>> increments;
+    for (const TableCounts::Histogram& histogram : counts.histograms) {
+      void* child = series_of(histogram.key, histogram.raw_key);
+      std::vector<double>& add = increments[child];
+      add.resize(state.bounds.size() + 1, 0);
+      std::vector<uint64_t>& last = state.last_slots[histogram.key];
+      last.resize(std::max(last.size(), histogram.slots.size()), 0);
+      for (size_t i = 0; i < histogram.slots.size(); ++i) {
+        add[std::min(i, state.bounds.size())] += static_cast<double>(grown(histogram.slots[i], last[i]));
+      }
+    }
+    for (auto& [child, add] : increments) {
+      if (std::any_of(add.begin(), add.end(), [](double v) { return v != 0; })) {
+        static_cast<prometheus::Histogram*>(child)->ObserveMultiple(add, std::numeric_limits<double>::quiet_NaN());
+      }
+    }
+    return;
+  }
+  for (const TableCounts::Entry& entry : counts.entries) {
+    auto* child = static_cast<prometheus::Counter*>(series_of(entry.key, entry.raw_key));
+    const uint64_t delta = grown(entry.value, state.last_values[entry.key]);
+    if (!spec.value_signed || static_cast<int64_t>(delta) > 0) child->Increment(static_cast<double>(delta));
   }
 }
 

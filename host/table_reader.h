@@ -37,6 +37,7 @@
 #include "bcc_backend.h"
 #include "event_decoder.h"
 #include "format_hints.h"
+#include "metric_declarations.h"
 #include "program_annotations.h"
 #include "result.h"
 #include "wall_clock.h"
@@ -83,10 +84,12 @@ struct TableCounts {
   struct Entry {
     std::string key;  // JSON text of the decoded key
     uint64_t value = 0;  // two's complement when the value type is signed
+    std::string raw_key;  // the key's bytes
   };
   struct Histogram {
     std::string key;  // JSON object of the key without `slot`; "" unkeyed
     std::vector<uint64_t> slots;  // index = log2 slot
+    std::string raw_key;  // the bytes of one of its keys (its members but `slot` are the same in all)
   };
   std::vector<Entry> entries;          // counts: arrays by index (zeros left out), hashes by value, largest first
   std::vector<Histogram> histograms;   // histogram: one, or one per key (sorted by key)
@@ -110,12 +113,27 @@ std::string value_type_name(TableUnit unit);
 
 class TableMetrics;
 
+// A metric the program declares on one of its tables (tcptrace:metric ...
+// map=MAP, metric_declarations.h), bound to the members of the table's key.
+struct TableMetricBinding {
+  MetricDeclaration declaration;
+  struct Label {
+    MetricLabel label;
+    FieldLayout member;  // in the key; a scalar key's is `key`
+  };
+  std::vector<Label> labels;  // the labels in use: all but opt-in ones not asked for
+};
+
 // One table: decodes reads and writes them as a JSON line or as text.
 class TableView {
  public:
   static Result<TableView> make(TableSpec spec, const std::vector<FormatHint>& hints, const WallClock& clock);
 
   const TableSpec& spec() const { return spec_; }
+  // The declared metric read from this table, if any: it replaces the
+  // table's own tcptrace_table_* series.
+  const TableMetricBinding* metric() const { return metric_.get(); }
+  void set_metric(std::shared_ptr<const TableMetricBinding> metric) { metric_ = std::move(metric); }
   TableCounts summarize(const bcc::MapSnapshot& snapshot) const;
 
   // {"event":NAME,"time":...,"ts_us":...,"unit":...,"buckets"|"histograms"|"entries":[...]}\n
@@ -131,7 +149,19 @@ class TableView {
 
   TableSpec spec_;
   std::optional<EventDecoder> key_decoder_;  // none for an unkeyed histogram
+  std::shared_ptr<const TableMetricBinding> metric_;
 };
+
+// Binds each map= metric to the table it names, among `views` (the tables
+// the host reads; `maps`: every map the program has). `opt_in_labels`: the
+// --metrics-label names asked for; an opt-in label not asked for is not
+// bound (its member may be missing, as when a macro leaves it out of the
+// key). Each mistake is one "PATH:LINE: metric NAME: ..." line (joined by
+// '\n'): a map the program lacks or the host does not read, a histogram
+// declared on counts or the reverse, a label whose member the key lacks.
+Status bind_table_metrics(const std::vector<MetricDeclaration>& map_metrics, const std::vector<std::string>& maps,
+                          std::vector<TableView>& views, const std::vector<std::string>& opt_in_labels,
+                          const std::string& path);
 
 // Prometheus series of the tables, kept across --watch versions (the
 // running totals must not restart). Histograms become Prometheus histograms
@@ -140,12 +170,15 @@ class TableView {
 // the map after each read, gauges of the map's value otherwise. Labels are
 // the decoded key's fields (`key` for a scalar key); past kTableLabelLimit
 // distinct keys per table, the rest share one series whose labels are all
-// "other".
+// "other". A table with a declared metric (TableView::metric()) is exported
+// as that metric instead: its name, help and labels, the other key members
+// summed over; an opt-in label without a closed set keeps `label_limit`
+// values (--metrics-label-limit) and folds the rest into "other".
 inline constexpr size_t kTableLabelLimit = 100;
 
 class TableMetrics {
  public:
-  explicit TableMetrics(std::shared_ptr<prometheus::Registry> registry);
+  explicit TableMetrics(std::shared_ptr<prometheus::Registry> registry, size_t label_limit = 10);
   ~TableMetrics();
   TableMetrics(const TableMetrics&) = delete;
   TableMetrics& operator=(const TableMetrics&) = delete;
@@ -159,7 +192,9 @@ class TableMetrics {
 
  private:
   struct State;
+  void update_declared(const TableView& view, const TableCounts& counts, bool cleared, State& state);
   std::shared_ptr<prometheus::Registry> registry_;
+  size_t label_limit_;
   std::map<std::string, std::unique_ptr<State>> tables_;
 };
 

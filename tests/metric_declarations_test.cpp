@@ -99,7 +99,14 @@ TEST(MetricDeclarations, EveryMistakeAtItsLine) {
       {"// tcptrace:metric counter c_total", "p.bpf.c:1: metric c_total: help=\"...\" is missing: every metric says what it counts"},
       {"// tcptrace:metric counter c_total help=\"open", "p.bpf.c:1: tcptrace:metric: a quoted value has no closing '\"'"},
       {"// tcptrace:metric counter c_total colour=red help=\"x\"",
-       "p.bpf.c:1: metric c_total: unknown key 'colour' (known: labels, value, unit, buckets, when, table, help)"},
+       "p.bpf.c:1: metric c_total: unknown key 'colour' (known: labels, value, unit, buckets, when, table, map, help)"},
+      {"// tcptrace:metric histogram h map=dist value=v help=\"x\"",
+       "p.bpf.c:1: metric h: map= reads the values, unit and buckets from the map: value=, unit=, buckets=, when= and "
+       "table= do not go with it"},
+      {"// tcptrace:metric histogram h map=dist buckets=1,2 help=\"x\"",
+       "p.bpf.c:1: metric h: map= reads the values, unit and buckets from the map: value=, unit=, buckets=, when= and "
+       "table= do not go with it"},
+      {"// tcptrace:metric counter c_total map=a-b help=\"x\"", "p.bpf.c:1: metric c_total: map='a-b' is not a map name"},
       {"// tcptrace:metric counter c_total labels=a,a help=\"x\"", "p.bpf.c:1: metric c_total: label 'a' appears twice"},
       {"// tcptrace:metric counter c_total labels=le:x help=\"x\"",
        "p.bpf.c:1: metric c_total: label name 'le' is reserved by Prometheus"},
@@ -139,6 +146,51 @@ TEST(MetricDeclarations, EveryMistakeAtItsLine) {
   ASSERT_FALSE(which.ok());
   EXPECT_EQ(which.error().message,
             "p.bpf.c:1: metric a_total: the program has several output tables; say which with table=");
+}
+
+// map=: read from one of the program's tables, not from events; labels
+// take their domains from the hints as for events (TABLE.field hints name
+// the map), with no kernel array to size.
+TEST(MetricDeclarations, MapMetricsAreKeptApartFromEventMetrics) {
+  const std::string source =
+      "// tcptrace:format saddr=ip(family) dist.op=enum(read,write)\n"
+      "// tcptrace:metric histogram app_rtt_seconds map=dist labels=family,op,saddr?,a,b,c help=\"RTT\"\n"
+      "// tcptrace:metric counter app_hits_total map=hits help=\"Hits\"\n"
+      "// tcptrace:metric counter app_events_total help=\"Events\"\n"
+      "struct event { u64 v; };\n// tcptrace:output events event\n";
+  auto parsed = parse(source);
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  ASSERT_EQ(parsed->metrics.size(), 1u);
+  EXPECT_EQ(parsed->metrics[0].name, "app_events_total");
+  ASSERT_EQ(parsed->map_metrics.size(), 2u);
+  const MetricDeclaration& rtt = parsed->map_metrics[0];
+  EXPECT_EQ(rtt.kind, MetricKind::histogram);
+  EXPECT_EQ(rtt.map, "dist");
+  EXPECT_EQ(rtt.line, 2u);
+  ASSERT_EQ(rtt.labels.size(), 6u) << "257^3 small values would not fit a kernel array; a map has none";
+  EXPECT_EQ(rtt.labels[0].domain, LabelDomain::family);
+  EXPECT_EQ(rtt.labels[1].domain, LabelDomain::names) << "the dist.op hint names the map's key member";
+  EXPECT_EQ(rtt.labels[1].names, (std::vector<std::string>{"read", "write"}));
+  EXPECT_EQ(rtt.labels[2].domain, LabelDomain::folded);
+  EXPECT_TRUE(rtt.labels[2].opt_in);
+  EXPECT_EQ(rtt.labels[3].domain, LabelDomain::small);
+  EXPECT_EQ(parsed->map_metrics[1].map, "hits");
+  EXPECT_EQ(parsed->map_metrics[1].kind, MetricKind::counter);
+
+  // One name, once, whichever the source.
+  auto twice = parse("// tcptrace:metric counter a_total help=\"x\"\n"
+                     "// tcptrace:metric counter a_total map=m help=\"x\"\n");
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.error().message, "p.bpf.c:2: metric a_total: declared twice");
+  // A map metric needs no output table, and names none.
+  auto alone = parse("// tcptrace:metric histogram h_seconds map=dist help=\"x\"\n");
+  ASSERT_TRUE(alone.ok()) << alone.error().message;
+  EXPECT_TRUE(alone->outputs.empty());
+  EXPECT_EQ(alone->map_metrics.size(), 1u);
+  // Nothing of a map metric reaches the generated counting code.
+  const std::string kernel = replace_output_lines(source, *parsed, OutputVariant::kernel_counts, 0);
+  EXPECT_NE(kernel.find("tcptrace_m0"), std::string::npos) << kernel;
+  EXPECT_EQ(kernel.find("tcptrace_m1"), std::string::npos) << kernel;
 }
 
 // The replacement is one line, so every line after it keeps its number,

@@ -448,6 +448,179 @@ TEST(TableMetricsTest, CountsAsCountersOrGaugesFoldedBeyondTheLimit) {
   EXPECT_NE(exposition(*registry2).find("tcptrace_table_counts{key=\"3\"} 9\n"), std::string::npos);
 }
 
+// tcptrace:metric ... map=MAP: a program's table exported under the name,
+// help and labels it declares (an ebpf_exporter-style metric on a map).
+struct AddrSlot {
+  uint16_t family;
+  uint8_t saddr[16];
+  uint8_t pad[6];
+  uint64_t slot;
+};
+static_assert(sizeof(AddrSlot) == 32);
+
+const char* const kMapMetricsSource =
+    "BPF_HISTOGRAM(rtt, struct k, 1024);\n"
+    "// tcptrace:tables rtt=us hits\n"
+    "// tcptrace:format saddr=ip(family) rtt.saddr=optional\n";
+
+std::vector<bcc::DataTable> map_metric_maps() {
+  return {
+      // BPF_HISTOGRAM(rtt, struct k { u16 family; u8 saddr[16]; u64 slot; }, 1024);
+      map("rtt", kHash,
+          R"(["k", [["family","unsigned short"], ["saddr","unsigned char",[16]], ["__pad_1","char",[6]], ["slot","unsigned long long"] ], "struct_packed"])",
+          "\"unsigned long long\"", 32, 8, 1024),
+      // BPF_HASH(hits, u32, u64); BPF_HASH(state, u32, u64);
+      map("hits", kHash, "\"unsigned int\"", "\"unsigned long long\"", 4, 8, 64),
+      map("state", kHash, "\"unsigned int\"", "\"unsigned long long\"", 4, 8, 64),
+  };
+}
+
+// The program's tables as the loader builds them, with its map= metrics
+// bound for the --metrics-label names in `asked`.
+struct MapMetricProgram {
+  std::vector<TableView> views;
+  Status bound;
+};
+
+MapMetricProgram map_metric_program(const std::string& declarations, const std::vector<std::string>& asked) {
+  static const WallClock clock(0);
+  const std::string source = kMapMetricsSource + declarations;
+  auto hints = parse_format_hints(source);
+  EXPECT_TRUE(hints) << hints.error().message;
+  auto parsed = parse_program_declarations(source, "p.bpf.c", *hints);
+  EXPECT_TRUE(parsed) << parsed.error().message;
+  auto specs = select_tables(map_metric_maps(), annotations_of(source));
+  EXPECT_TRUE(specs) << specs.error().message;
+  auto views = make_table_views(*specs, *hints, clock);
+  EXPECT_TRUE(views) << views.error().message;
+  MapMetricProgram program{std::move(views).value(), {}};
+  program.bound = bind_table_metrics(parsed->map_metrics, {"rtt", "hits", "state"}, program.views, asked, "p.bpf.c");
+  return program;
+}
+
+const TableView& view_named(const MapMetricProgram& program, const std::string& name) {
+  for (const TableView& view : program.views) {
+    if (view.spec().name == name) return view;
+  }
+  ADD_FAILURE() << "no table " << name;
+  std::abort();
+}
+
+AddrSlot addr_slot(uint16_t family, std::vector<uint8_t> addr, uint64_t slot) {
+  AddrSlot k{};
+  k.family = family;
+  std::copy(addr.begin(), addr.end(), k.saddr);
+  k.slot = slot;
+  return k;
+}
+
+bcc::MapSnapshot rtt_snapshot() {
+  return snapshot<AddrSlot, uint64_t>({{addr_slot(4, {10, 0, 0, 1}, 10), {3}},
+                                       {addr_slot(4, {10, 0, 0, 2}, 10), {1}},
+                                       {addr_slot(4, {10, 0, 0, 3}, 11), {2}},
+                                       {addr_slot(4, {}, 11), {7}},  // folded by the program: null
+                                       {addr_slot(6, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 10), {1}},
+                                       {addr_slot(6, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 11), {1}}},
+                                      1);
+}
+
+TEST(TableMetricsTest, DeclaredHistogramSumsOverMembersThatAreNotLabels) {
+  const MapMetricProgram program = map_metric_program(
+      "// tcptrace:metric histogram app_rtt_seconds map=rtt labels=family,saddr? help=\"RTT by family\"\n", {});
+  ASSERT_TRUE(program.bound) << program.bound.error().message;
+  const TableView& rtt = view_named(program, "rtt");
+  ASSERT_NE(rtt.metric(), nullptr);
+  ASSERT_EQ(rtt.metric()->labels.size(), 1u) << "saddr is opt-in and not asked for";
+  auto registry = std::make_shared<prometheus::Registry>();
+  TableMetrics metrics(registry);
+  // Before any sample, both named families are there at 0.
+  metrics.update(rtt, rtt.summarize(snapshot(std::vector<std::pair<AddrSlot, std::vector<uint64_t>>>{}, 1)), true,
+                 true, "p.bpf.c");
+  std::string text = exposition(*registry);
+  EXPECT_NE(text.find("# HELP app_rtt_seconds RTT by family\n# TYPE app_rtt_seconds histogram\n"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_count{family=\"ipv4\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_count{family=\"ipv6\"} 0\n"), std::string::npos) << text;
+  metrics.update(rtt, rtt.summarize(rtt_snapshot()), true, true, "p.bpf.c");
+  metrics.update(rtt, rtt.summarize(rtt_snapshot()), true, true, "p.bpf.c");
+  text = exposition(*registry);
+  // Slot 10 holds 512..1023 us, slot 11 1024..2047 us: twice (3+1, 2+7).
+  EXPECT_NE(text.find("app_rtt_seconds_bucket{family=\"ipv4\",le=\"0.000511\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_bucket{family=\"ipv4\",le=\"0.001023\"} 8\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_bucket{family=\"ipv4\",le=\"0.002047\"} 26\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_count{family=\"ipv4\"} 26\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_bucket{family=\"ipv6\",le=\"0.001023\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_count{family=\"ipv6\"} 4\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("tcptrace_table_rtt"), std::string::npos) << "the declared metric replaces the table's own";
+  EXPECT_EQ(text.find("family=\"other\""), std::string::npos) << text;
+}
+
+TEST(TableMetricsTest, DeclaredOptInLabelKeepsTheFirstValuesAndFoldsTheRest) {
+  const MapMetricProgram program = map_metric_program(
+      "// tcptrace:metric histogram app_rtt_seconds map=rtt labels=family,saddr? help=\"RTT\"\n"
+      "// tcptrace:metric counter app_hits_total map=hits labels=port:key? help=\"Hits\"\n",
+      {"saddr", "port"});
+  ASSERT_TRUE(program.bound) << program.bound.error().message;
+  auto registry = std::make_shared<prometheus::Registry>();
+  TableMetrics metrics(registry, /*label_limit=*/2);
+  const TableView& rtt = view_named(program, "rtt");
+  metrics.update(rtt, rtt.summarize(rtt_snapshot()), true, true, "p.bpf.c");
+  const TableView& hits = view_named(program, "hits");
+  const auto counts = snapshot<uint32_t, uint64_t>({{443, {2}}, {80, {5}}, {8080, {1}}}, 1);
+  metrics.update(hits, hits.summarize(counts), true, true, "p.bpf.c");
+  metrics.update(hits, hits.summarize(counts), true, true, "p.bpf.c");
+  const std::string text = exposition(*registry);
+  // Keys are read in order ({"family":4,"saddr":"10.0.0.1"} first): the
+  // first two addresses keep theirs; a later one, the null the program
+  // folded, and ::1 are "other".
+  EXPECT_NE(text.find("app_rtt_seconds_count{family=\"ipv4\",saddr=\"10.0.0.1\"} 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_count{family=\"ipv4\",saddr=\"10.0.0.2\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_count{family=\"ipv4\",saddr=\"other\"} 9\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_rtt_seconds_count{family=\"ipv6\",saddr=\"other\"} 2\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("10.0.0.3"), std::string::npos) << text;
+  // Counts largest first: 80 and 443 keep theirs; running totals over two
+  // cleared reads.
+  EXPECT_NE(text.find("# TYPE app_hits_total counter"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_hits_total{port=\"80\"} 10\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_hits_total{port=\"443\"} 4\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("app_hits_total{port=\"other\"} 2\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("tcptrace_table_"), std::string::npos) << text;
+}
+
+TEST(TableMetricsTest, DeclaredMetricsThatCannotBindNameTheirLine) {
+  const struct {
+    std::string line;
+    std::vector<std::string> asked;
+    std::string message;
+  } cases[] = {
+      {"// tcptrace:metric histogram h_seconds map=nosuch help=\"x\"", {},
+       "p.bpf.c:4: metric h_seconds: map=nosuch: the program declares no such map"},
+      {"// tcptrace:metric counter s_total map=state help=\"x\"", {},
+       "p.bpf.c:4: metric s_total: map=state: the host does not read this map (list it in the tcptrace:tables line; "
+       "only histograms and maps of integer counts are read)"},
+      {"// tcptrace:metric histogram h_seconds map=hits help=\"x\"", {},
+       "p.bpf.c:4: metric h_seconds: map=hits: a histogram is read from a log2 histogram (BPF_HISTOGRAM); this map "
+       "holds counts (declare a counter)"},
+      {"// tcptrace:metric counter r_total map=rtt help=\"x\"", {},
+       "p.bpf.c:4: metric r_total: map=rtt: this map is a log2 histogram (BPF_HISTOGRAM); declare a histogram"},
+      {"// tcptrace:metric histogram h_seconds map=rtt labels=daddr help=\"x\"", {},
+       "p.bpf.c:4: metric h_seconds: the key of map 'rtt' has no member 'daddr' (it has family, saddr)"},
+      {"// tcptrace:metric histogram h_seconds map=rtt labels=daddr? help=\"x\"", {"daddr"},
+       "p.bpf.c:4: metric h_seconds: --metrics-label daddr: the key of map 'rtt' has no member 'daddr' (it has "
+       "family, saddr)"},
+      {"// tcptrace:metric histogram h_seconds map=rtt labels=saddr help=\"x\"", {},
+       "p.bpf.c:4: metric h_seconds: label saddr: key member 'saddr' of map 'rtt' is not an integer (only an opt-in "
+       "label, folded by the host, may take other values)"},
+  };
+  for (const auto& c : cases) {
+    const MapMetricProgram program = map_metric_program(c.line + "\n", c.asked);
+    ASSERT_FALSE(program.bound) << c.line;
+    EXPECT_EQ(program.bound.error().message, c.message);
+  }
+  // An opt-in label not asked for is not bound: its member may be missing.
+  EXPECT_TRUE(map_metric_program("// tcptrace:metric histogram h_seconds map=rtt labels=daddr? help=\"x\"\n", {}).bound);
+}
+
 TEST(TextColumnsTest, HeaderOnceAndFixedWidthsByType) {
   auto layout = parse_event_layout({"ts_us#u64", "pid#u32", "comm#char[16]", "saddr#u32", "state#u8", "ret#s32"});
   ASSERT_TRUE(layout);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -149,6 +150,23 @@ TEST_P(BadInputTable, OneLineRightStatusNothingLeftLoaded) {
   EXPECT_EQ(wait_until_released(before), "") << "left in the kernel after the tool exited";
 }
 
+// The built-in programs as the tool lists them in its error: the
+// programs/ files' stems, sorted.
+std::string known_programs() {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(std::string(TCPTRACE_SOURCE_DIR) + "/programs")) {
+    const std::string file = entry.path().filename().string();
+    const std::string suffix = ".bpf.c";
+    if (file.size() > suffix.size() && file.substr(file.size() - suffix.size()) == suffix) {
+      names.push_back(file.substr(0, file.size() - suffix.size()));
+    }
+  }
+  std::sort(names.begin(), names.end());
+  std::string text;
+  for (const std::string& name : names) text += (text.empty() ? "" : ", ") + name;
+  return text;
+}
+
 // 1025 ports: one entry more than a list may hold.
 std::string long_port_list() {
   std::string list;
@@ -170,7 +188,7 @@ std::vector<BadInput> cases() {
       {"both_families", {"--program", "states", "-4", "-6"}, 2, "-4 and -6 exclude each other"},
       {"count_zero", {"--program", "states", "--count", "0"}, 2, "--count: must be at least 1"},
       {"duration_negative", {"--program", "states", "--duration", "-3"}, 2, "--duration: '-3' must be a positive"},
-      {"unknown_program", {"--program", "nosuch"}, 2, "unknown program 'nosuch' (known: connlat, retrans, states)"},
+      {"unknown_program", {"--program", "nosuch"}, 2, "unknown program 'nosuch' (known: " + known_programs() + ")"},
       {"program_file_missing", {"--program-file", dir + "/missing.bpf.c"}, 2, "does not exist"},
       {"program_file_directory", {"--program-file", dir}, 2, "is a directory"},
       {"program_file_unreadable", {"--program-file", dir + "/unreadable.bpf.c"}, 1,
@@ -274,6 +292,32 @@ std::vector<BadInput> cases() {
       {"no_kernel_headers", {"--program", "states"}, 1, "install linux-headers-" + running_release(),
        in_mount_namespace("mount -t tmpfs none /usr/src && { [ ! -d /lib/modules ] || mount -t tmpfs none "
                           "/lib/modules; }")},
+      // rtt's options: the filters it does not honour, its macros' limits,
+      // an opt-in label its key lacks without the macro that adds it.
+      {"rtt_pid_not_honoured", {"--program", "rtt", "--pid", "1"}, 2,
+       "--pid: program rtt does not support this filter (it has no 'tcptrace:filters pid' line)"},
+      {"rtt_no_failures_not_honoured", {"--program", "rtt", "--no-failures"}, 2,
+       "--no-failures: program rtt does not support this filter"},
+      {"rtt_min_us_not_a_number", {"--program", "rtt", "--min-us", "1ms"}, 2, "--min-us: '1ms'"},
+      {"rtt_attach_without_variants", {"--program", "rtt", "--attach", "tracepoint"}, 2,
+       "--attach: program rtt has no attach variants"},
+      {"rtt_both_address_keys", {"--program", "rtt", "-D", "RTT_BY_LADDR", "-D", "RTT_BY_RADDR"}, 1,
+       "RTT_BY_LADDR and RTT_BY_RADDR exclude each other", {}, false},
+      {"rtt_addrs_zero", {"--program", "rtt", "-D", "RTT_BY_LADDR", "-D", "RTT_ADDRS=0"}, 1,
+       "RTT_ADDRS must be from 1 to 100", {}, false},
+      {"rtt_addrs_over_limit", {"--program", "rtt", "-D", "RTT_BY_RADDR", "-D", "RTT_ADDRS=101"}, 1,
+       "RTT_ADDRS must be from 1 to 100", {}, false},
+      {"rtt_sample_ms_negative", {"--program", "rtt", "-D", "RTT_EVENTS=1", "-D", "RTT_SAMPLE_MS=-5"}, 1,
+       "RTT_SAMPLE_MS must not be negative", {}, false},
+      {"rtt_metrics_label_unknown", {"--program", "rtt", "--metrics", "127.0.0.1:0", "--metrics-label", "dport"}, 2,
+       "--metrics-label dport: program rtt declares no opt-in label of that name"},
+      {"rtt_metrics_label_without_its_key", {"--program", "rtt", "--metrics", "127.0.0.1:0", "--metrics-label",
+                                             "saddr"}, 1,
+       "metric tcptrace_tcp_srtt_seconds: --metrics-label saddr: the key of map 'srtt' has no member 'saddr' (it "
+       "has family)"},
+      {"rtt_aggregate_kernel_with_event_lines", {"--program", "rtt", "--metrics", "127.0.0.1:0", "--aggregate",
+                                                 "kernel"}, 2,
+       "--aggregate kernel: the events never reach the host, so there are no event lines; add --output none"},
       {"tracefs_cannot_be_mounted", {"--program", "states"}, 1,
        "tracefs is not mounted and mounting it failed (No such file or directory): run 'mount -t tracefs nodev "
        "/sys/kernel/tracing' as root",
