@@ -42,20 +42,34 @@ std::string current_test_name() {
   return info == nullptr ? "" : std::string(info->test_suite_name()) + "." + info->name();
 }
 
-CannotAttach cannot_attach(const std::string& method, const std::string& why) {
+namespace {
+
+// `required`: the word TCPTRACE_TEST_REQUIRE_ATTACH would name; `missing`:
+// what this kernel cannot do, as the messages say it.
+CannotAttach verdict(const std::string& required, const std::string& missing, const std::string& why) {
   const std::string name = current_test_name();
-  if (attach_required(method)) {
-    return {false, "TCPTRACE_TEST_REQUIRE_ATTACH names " + method + ", which this kernel cannot attach: " + why};
+  if (attach_required(required)) {
+    return {false, "TCPTRACE_TEST_REQUIRE_ATTACH names " + required + ", but this kernel " + missing + ": " + why};
   }
   if (vm_test_names().count(name) != 0) {
-    return {true, "this kernel cannot attach " + method + "; the VM test (scripts/vm-test) runs " + name +
+    return {true, "this kernel " + missing + "; the VM test (scripts/vm-test) runs " + name +
                       " on a stock Debian kernel that can: " + why};
   }
   if (running_in_ci()) {
-    return {false, "CI=true: this kernel cannot attach " + method + " and the VM test (scripts/vm-test) does not run " +
-                       name + " (tests/vm/stock-kernel-tests): " + why};
+    return {false, "CI=true: this kernel " + missing + " and the VM test (scripts/vm-test) does not run " + name +
+                       " (tests/vm/stock-kernel-tests): " + why};
   }
-  return {true, "this kernel cannot attach " + method + " (and the VM test does not run " + name + "): " + why};
+  return {true, "this kernel " + missing + " (and the VM test does not run " + name + "): " + why};
+}
+
+}  // namespace
+
+CannotAttach cannot_attach(const std::string& method, const std::string& why) {
+  return verdict(method, "cannot attach " + method, why);
+}
+
+CannotAttach kernel_lacks(const std::string& feature, const std::string& why) {
+  return verdict(feature, "lacks " + feature, why);
 }
 
 }  // namespace tcptrace::testing

@@ -31,6 +31,10 @@ struct CannotAttach {
 };
 CannotAttach cannot_attach(const std::string& method, const std::string& why);
 
+// The same verdict for a kernel feature a test needs besides an attach
+// method (a qdisc: "netem"), named in TCPTRACE_TEST_REQUIRE_ATTACH too.
+CannotAttach kernel_lacks(const std::string& feature, const std::string& why);
+
 }  // namespace tcptrace::testing
 
 // Ends the running test where this kernel cannot attach `method`: a skip
@@ -38,6 +42,14 @@ CannotAttach cannot_attach(const std::string& method, const std::string& why);
 #define TCPTRACE_CANNOT_ATTACH(method, why)                                        \
   do {                                                                             \
     const auto verdict = ::tcptrace::testing::cannot_attach((method), (why));      \
+    if (verdict.skip) GTEST_SKIP() << verdict.message;                             \
+    FAIL() << verdict.message;                                                     \
+  } while (0)
+
+// Ends the running test where this kernel lacks `feature` (kernel_lacks).
+#define TCPTRACE_KERNEL_LACKS(feature, why)                                        \
+  do {                                                                             \
+    const auto verdict = ::tcptrace::testing::kernel_lacks((feature), (why));      \
     if (verdict.skip) GTEST_SKIP() << verdict.message;                             \
     FAIL() << verdict.message;                                                     \
   } while (0)
