@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -227,10 +228,10 @@ class Flow {
       }
       ::close(accepted);
     });
-    writer_ = std::thread([fd = client_.fd(), sending] {
+    writer_ = std::thread([fd = client_.fd(), sending, this] {
       const std::vector<char> chunk(1 << 16, 'x');
       const auto until = std::chrono::steady_clock::now() + sending;
-      while (std::chrono::steady_clock::now() < until) {
+      while (std::chrono::steady_clock::now() < until && !stop_.load()) {
         if (::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) <= 0) break;
       }
       // FIN_WAIT1 from here: no more tcp_probe records for this socket.
@@ -244,6 +245,9 @@ class Flow {
 
   bool started() const { return started_; }
   uint16_t client_port() const { return client_port_; }
+  // Ends the sending before its time is up (a send already under way
+  // completes first).
+  void stop_sending() { stop_.store(true); }
   // Waits until the server has read everything.
   void finish() {
     if (writer_.joinable()) writer_.join();
@@ -253,6 +257,7 @@ class Flow {
  private:
   Socket client_;
   uint16_t client_port_ = 0;
+  std::atomic<bool> stop_{false};
   std::thread reader_, writer_;
   bool started_ = false;
 };
@@ -508,10 +513,14 @@ TEST(Rtt, NetemDelayOf20MsEachWayGivesAnSrttOf40Ms) {
   ASSERT_TRUE(tool);
   std::optional<SsSample> ss;
   {
-    Flow flow(path, kIPv4, kIPv4.client, listener, 3000ms);
+    // The flow sends until ss has looked at it: under emulation on a busy
+    // machine starting `ip netns exec ss` alone can take seconds, and a
+    // socket that has sent its FIN is no longer ESTABLISHED.
+    Flow flow(path, kIPv4, kIPv4.client, listener, 60s);
     ASSERT_TRUE(flow.started());
     std::this_thread::sleep_for(1500ms);
     ss = sample_ss(path);
+    flow.stop_sending();
     flow.finish();
   }
   std::this_thread::sleep_for(300ms);
