@@ -13,11 +13,15 @@
 namespace tcptrace {
 namespace {
 
+constexpr const char* kUsageLine = "Usage: tcptrace-bcc --program NAME | --program-file FILE [options]";
+constexpr const char* kDescription =
+    "Compile a BPF program with BCC at run time, attach it, and print one JSON object per kernel event on stdout.";
+
 cxxopts::Options make_parser() {
-  cxxopts::Options parser("tcptrace-bcc",
-                          "Compile a BPF program with BCC at run time, attach it, and print one JSON "
-                          "object per kernel event on stdout.");
-  parser.custom_help("--program NAME | --program-file FILE [options]");
+  // usage_text() writes the usage line and the description itself; cxxopts
+  // only formats the option table.
+  cxxopts::Options parser("tcptrace-bcc");
+  parser.custom_help("");
   // Values are read as strings and converted here, so every bad value gets
   // an error naming its option instead of cxxopts' generic text.
   parser.add_options()
@@ -145,7 +149,14 @@ Status take_dash_d(Options& options, const std::vector<std::string>& values) {
 
 }  // namespace
 
-std::string usage_text() { return make_parser().help(); }
+// The GNU layout ("Usage: PROG ARGS", the description, "Options:"), which
+// help2man turns into the man page's SYNOPSIS, DESCRIPTION and OPTIONS
+// (debian/rules): the man page's options are these, never a second copy.
+std::string usage_text() {
+  std::string table = make_parser().help({}, false);
+  table.erase(0, table.find_first_not_of('\n'));
+  return std::string(kUsageLine) + "\n" + kDescription + "\n\nOptions:\n" + table;
+}
 
 Result<Options> parse_options(int argc, const char* const* argv) {
   cxxopts::Options parser = make_parser();

@@ -1,8 +1,9 @@
 // Where the BPF program sources and the BPF-side headers are found.
 //
 // Installed: <prefix>/share/tcptrace-bcc/{programs,include} next to
-// <prefix>/bin/tcptrace-bcc. In a build tree: the source tree's programs/
-// and filters/, so an edited program runs at once without a rebuild.
+// <prefix>/sbin/tcptrace-bcc (or <prefix>/bin). In a build tree: the source
+// tree's programs/ and filters/, so an edited program runs at once without a
+// rebuild.
 #pragma once
 
 #include <optional>

@@ -123,6 +123,9 @@ TEST(DeployManifest, DaemonSetsHaveWhatTheToolNeeds) {
 
     ASSERT_EQ(pod_spec.at("containers").size(), 1u);
     const json& container = pod_spec.at("containers")[0];
+    // The image's ENTRYPOINT, /usr/sbin/tcptrace-bcc (tests/dockerfile_test.cpp),
+    // gets the args below; a command would replace it.
+    EXPECT_FALSE(container.contains("command")) << "args only: the image's entrypoint is the tool";
     const std::map<std::string, Mount> mounts = mounts_of(pod_spec, container);
     for (const std::string& path : kHostPaths) {
       EXPECT_EQ(mounts.count(path) ? mounts.at(path).host_path : "", path)
