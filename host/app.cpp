@@ -499,7 +499,7 @@ Status run(const Options& options) {
   start_tables();
   if (std::string line = describe_tables(*active->loaded, options); !line.empty()) report(line);
   // The compiler is done: give LLVM's memory back (bcc_free_memory).
-  bcc::Program::release_compiler_memory();
+  bcc::release_compiler_memory();
   if (metrics_server) {
     report("serving metrics at " + metrics_server->url() +
            (active->metrics_fed.empty()
@@ -591,7 +591,7 @@ Status run(const Options& options) {
     retired_misses += active->misses_total;
     active = std::move(next).value();
     start_tables();
-    bcc::Program::release_compiler_memory();
+    bcc::release_compiler_memory();
     report("reloaded: " + attached_text(*active));
   }
 

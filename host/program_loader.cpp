@@ -74,7 +74,7 @@ Error report_all_but_last(Error error) {
 }
 
 struct Compiled {
-  bcc::Program program;
+  std::unique_ptr<bcc::Program> program;
   std::optional<MergedHeaderTree> headers;
 };
 
@@ -96,7 +96,7 @@ Result<Compiled> compile_with_headers(const std::string& text, const ProgramSour
       merged.emplace(std::move(created).value());
     }
     std::string diagnostics;
-    auto program = bcc::Program::compile(text, cflags,
+    auto program = bcc::compile_program(text, cflags,
                                          merged ? std::optional<std::string>(merged->path()) : std::nullopt,
                                          diagnostics);
     if (program) {
@@ -126,7 +126,7 @@ std::optional<Error> declaration_mistakes(const BuildPlan& plan, const HeaderCho
   if (!compiled) return std::nullopt;
   std::vector<std::string> names;
   std::vector<EventLayout> layouts;
-  for (const auto& table : compiled->program.output_tables()) {
+  for (const auto& table : compiled->program->output_tables()) {
     if (table.field_descriptions.empty()) continue;
     auto layout = parse_event_layout(table.field_descriptions);
     if (!layout) return std::nullopt;  // a nested struct: the kernel variant's own errors say more
@@ -384,7 +384,7 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
   RecordLayouts records;
   {
     std::vector<std::string> nested;
-    for (const auto& table : compiled->program.output_tables()) {
+    for (const auto& table : compiled->program->output_tables()) {
       for (const std::string& type : record_types_used(table.field_descriptions)) {
         if (std::find(nested.begin(), nested.end(), type) == nested.end()) nested.push_back(type);
       }
@@ -398,7 +398,7 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
       compiled = compile_with_headers(text, plan.source, plan.cflags, headers, running_release);
       if (!compiled) return std::move(compiled).take_error();
       for (size_t i = 0; i < nested.size(); ++i) {
-        auto description = compiled->program.table_value_description(layout_table_name(i));
+        auto description = compiled->program->table_value_description(layout_table_name(i));
         if (!description) return runtime_error(plan.source.path + ": BCC did not describe " + nested[i]);
         auto layout = layout_from_bcc_type_description(*description);
         if (!layout) return runtime_error(plan.source.path + ": " + nested[i] + ": " + layout.error().message);
@@ -409,7 +409,7 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
 
   auto loaded = std::make_unique<LoadedProgram>();
   loaded->plan = std::move(plan);
-  const bcc::Program& program = compiled->program;
+  const bcc::Program& program = *compiled->program;
   const std::string& path = loaded->plan.source.path;
   if (program.has_table("tcptrace_lost")) {
     loaded->lost_counter = UniqueFd(::fcntl(program.table_fd("tcptrace_lost"), F_DUPFD_CLOEXEC, 0));
