@@ -141,7 +141,8 @@ TEST(CompiledObject, EncodingIsLittleEndianAndLengthPrefixed) {
 TEST(CompiledObject, RefusesAReferencePastTheInstructions) {
   CompiledObject object = sample_object();
   object.functions[1].map_references[0].instruction = 3;
-  expect_error(object, "function 'kretprobe__tcp_connect': map reference at instruction 3 is past its 3 instructions");
+  expect_error(object,
+               "function 'kretprobe__tcp_connect': map reference at instruction 3 is past its 3 instructions");
   object.functions[1].map_references[0].instruction = 0xffffffff;
   expect_error(object, "map reference at instruction 4294967295 is past its 3 instructions");
 }
