@@ -218,6 +218,7 @@ Result<const CompilerEntryPoints*> load_compiler_module() {
       tried += (tried.empty() ? "" : ", ") + path;
       continue;
     }
+    // Its dependencies (libbcc, LLVM) load with it.
     // RTLD_LOCAL: the module's copies of the host's own code stay its own
     // (it links them with --exclude-libs), and nothing else binds to LLVM.
     void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -248,6 +249,13 @@ Result<const CompilerEntryPoints*> compiler_entry_points() {
 }  // namespace
 
 bool compiler_loaded() { return compiler_module_loaded; }
+
+std::optional<std::string> compiler_module_path() {
+  for (const std::string& path : compiler_module_candidates()) {
+    if (::access(path.c_str(), F_OK) == 0) return path;
+  }
+  return std::nullopt;
+}
 
 Result<std::unique_ptr<Program>> compile_program(const std::string& source, const std::vector<std::string>& cflags,
                                                  const std::optional<std::string>& kernel_source_dir,

@@ -112,6 +112,9 @@ Result<std::unique_ptr<Program>> compile_program(const std::string& source, cons
 // checks any program.
 Result<std::unique_ptr<Program>> program_from_object(CompiledObject object);
 
+// Where the compiler module is, without loading it; nullopt if it is missing.
+std::optional<std::string> compiler_module_path();
+
 // Whether this process has loaded the compiler module (and with it LLVM).
 bool compiler_loaded();
 
