@@ -11,6 +11,7 @@ namespace tcptrace {
 std::string compile_cache_key(const CompileInputs& inputs) {
   CacheKey key;
   key.add("format", std::to_string(kCacheFormatVersion));
+  key.add("source path", inputs.source_path);
   key.add("text", inputs.text);
   for (const std::string& flag : inputs.cflags) key.add("cflag", flag);
   key.add("tool", inputs.tool_version);

@@ -26,6 +26,7 @@ inline constexpr uint64_t kDefaultCacheBytes = uint64_t{64} << 20;
 // the CPUs a perf output array is sized for, the header trees it may search,
 // and the format of every tracepoint whose record BCC turns into a struct.
 struct CompileInputs {
+  std::string source_path;  // the warnings an entry replays name it
   std::string text;
   std::vector<std::string> cflags;
   std::string tool_version;

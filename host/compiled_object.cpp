@@ -123,6 +123,7 @@ std::string serialize_object(const CompiledObject& object) {
   for (const ObjectMap& map : object.maps) write_map(out, map);
   out.u32(static_cast<uint32_t>(object.functions.size()));
   for (const ObjectFunction& function : object.functions) write_function(out, function);
+  out.string(object.compiler_warnings);
   return std::move(out).take();
 }
 
@@ -137,6 +138,7 @@ Result<CompiledObject> parse_object(std::string_view bytes) {
   const uint32_t functions = in.count("functions", kMinFunctionBytes);
   object.functions.reserve(functions);
   for (uint32_t i = 0; i < functions; ++i) object.functions.push_back(read_function(in));
+  object.compiler_warnings = in.string("compiler warnings");
   in.expect_end();
   if (in.failed()) return runtime_error(in.error());
   for (const ObjectFunction& function : object.functions) {

@@ -72,6 +72,10 @@ struct CompiledObject {
   uint32_t kern_version = 0;
   std::vector<ObjectMap> maps;
   std::vector<ObjectFunction> functions;
+  // What the compile that made it printed about the program (clang's
+  // warnings, already pointed at the user's file): a start that loads the
+  // object prints it again, as that compile would have.
+  std::string compiler_warnings;
 
   bool operator==(const CompiledObject&) const = default;
 };

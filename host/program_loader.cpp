@@ -39,13 +39,15 @@ bool blames_the_program(const std::string& diagnostics) {
          diagnostics.find("bpf: ") != std::string::npos;
 }
 
-void print_diagnostics(const std::string& diagnostics, const ProgramSource& source) {
+// Returns what it printed.
+std::string print_diagnostics(const std::string& diagnostics, const ProgramSource& source) {
   std::vector<InsertedLines> inserted;
   for (const TracepointProbeLine& probe : tracepoint_probe_lines(source.text)) {
     inserted.push_back({probe.line, bcc::tracepoint_struct_lines(probe.category, probe.event)});
   }
   const std::string mapped = map_diagnostics_to_source(diagnostics, source.text, source.path, inserted);
   write_all(STDERR_FILENO, mapped);
+  return mapped;
 }
 
 // Loads one probe's function; when the kernel refuses it, BCC's copy of the
@@ -88,6 +90,7 @@ struct Compiled {
   // while the merged tree still exists; nullopt when they could not all be
   // named, and then the result is not cached.
   std::optional<std::vector<std::string>> dependencies;
+  std::string warnings;  // what print_diagnostics() printed about the program
 };
 
 // The real file behind a name in clang's dependency file. Relative names
@@ -187,7 +190,8 @@ Result<Compiled> compile_with_headers(const std::string& text, const ProgramSour
     auto program = bcc::compile_program(text, flags, tree, diagnostics);
     if (program) {
       // Warnings about the program itself are worth showing; header noise is not.
-      if (blames_the_program(diagnostics)) print_diagnostics(diagnostics, source);
+      std::string warnings;
+      if (blames_the_program(diagnostics)) warnings = print_diagnostics(diagnostics, source);
       std::string unpacked_root;
       if (choice.match == HeaderMatch::kheaders && trees[i]) {
         char real[PATH_MAX];
@@ -196,7 +200,7 @@ Result<Compiled> compile_with_headers(const std::string& text, const ProgramSour
       auto dependencies = dependency_file.valid()
                               ? dependencies_from(dependency_file.text(), trees[i], running_release, unpacked_root)
                               : std::nullopt;
-      return Compiled{std::move(program).value(), std::move(merged), std::move(dependencies)};
+      return Compiled{std::move(program).value(), std::move(merged), std::move(dependencies), std::move(warnings)};
     }
     const bool last = i + 1 == trees.size();
     if (blames_the_program(diagnostics) || last || choice.match != HeaderMatch::fallback) {
@@ -492,6 +496,7 @@ std::vector<std::string> compiler_libraries() {
 
 std::string compile_key(const BuildPlan& plan, const HeaderChoice& headers, const CacheUse& cache) {
   CompileInputs inputs;
+  inputs.source_path = plan.source.path;
   inputs.text = plan.text;
   inputs.cflags = plan.cflags;
   inputs.tool_version = cache.tool_version;
@@ -525,6 +530,7 @@ std::optional<WarmStart> start_from_cache(const std::string& key, const std::str
     if (lookup.outcome == CacheLookup::Outcome::unusable) report("cache: ignoring the entry of " + path + ": " + miss);
     return std::nullopt;
   }
+  write_all(STDERR_FILENO, lookup.object->compiler_warnings);
   auto program = bcc::program_from_object(std::move(*lookup.object));
   if (!program) {
     report("cache: cannot recreate the maps of " + path + " (" + program.error().message + "); compiling it");
@@ -568,7 +574,7 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
     key = compile_key(plan, headers, cache);
     warm = start_from_cache(key, plan.source.path, *cache.cache, miss);
   }
-  Result<Compiled> compiled = warm ? Compiled{std::move(warm->program), std::nullopt, std::nullopt}
+  Result<Compiled> compiled = warm ? Compiled{std::move(warm->program), std::nullopt, std::nullopt, {}}
                                    : compile_with_headers(plan.text, plan.source, plan.cflags, headers,
                                                           running_release, /*quiet=*/plan.aggregate_in_kernel);
   if (!compiled && plan.aggregate_in_kernel) {
@@ -716,6 +722,7 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
       } else if (!object) {
         stored = "not stored: " + object.error().message;
       } else {
+        object->compiler_warnings = compiled->warnings;
         std::vector<FileIdentity> dependencies;
         for (const std::string& file : *compiled->dependencies) dependencies.push_back(identify_file(file));
         for (const std::string& library : compiler_libraries()) dependencies.push_back(identify_file(library));

@@ -20,6 +20,7 @@ CompiledObject sample_object() {
   CompiledObject object;
   object.license = "GPL";
   object.kern_version = 0x060100;
+  object.compiler_warnings = "states.bpf.c:12:5: warning: unused variable 'x'\n";
   ObjectMap events;
   events.name = "events";
   events.type = 4;  // BPF_MAP_TYPE_PERF_EVENT_ARRAY
@@ -199,11 +200,13 @@ TEST(CompiledObject, RefusesLengthsAndCountsBeyondTheInput) {
   object.functions.resize(1);
   object.functions[0].instructions.resize(2);
   std::string bytes = serialize_object(object);
-  const size_t count_at = bytes.size() - 4 - 16 - 4;
-  bytes[count_at] = 3;
+  // The end: instruction count, 2 instructions, reference count, the
+  // compiler warnings' length.
+  const size_t count_at = bytes.size() - 4 - 4 - 16 - 4;
+  bytes[count_at] = 4;
   parsed = parse_object(bytes);
   ASSERT_FALSE(parsed.ok());
-  EXPECT_NE(parsed.error().message.find("instructions count 3 exceeds the remaining 20 bytes"), std::string::npos)
+  EXPECT_NE(parsed.error().message.find("instructions count 4 exceeds the remaining 24 bytes"), std::string::npos)
       << parsed.error().message;
 }
 
