@@ -5,21 +5,16 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <mutex>
-#include <thread>
 
 #include "bcc_compiler.h"
 #include "kallsyms_view.h"
@@ -27,8 +22,8 @@
 #include "stdio_capture.h"
 #include "system_checks.h"
 
-// libbpf's, as libbcc links it; its header clashes with BCC's own copy of
-// the libbpf declarations, so it is declared here.
+// libbpf's, which libbcc_bpf links; its header clashes with BCC's own copy
+// of the libbpf declarations, so it is declared here.
 extern "C" int libbpf_num_possible_cpus(void);
 
 namespace tcptrace::bcc {
@@ -344,25 +339,14 @@ class ObjectProgram final : public Program {
       insns[reference.instruction].imm = map_fds_[reference.map].get();
       insns[reference.instruction + 1].imm = 0;
     }
-    static constexpr size_t kLogSize = 1 << 20;
-    std::vector<char> log(kLogSize, '\0');
-    int fd = -1;
-    int err = 0;
-    {
-      // bcc_prog_load derives what the kernel needs from the function's
-      // name as BCC's own loads do (kfunc__/kretfunc__: the attach type
-      // and the BTF id of the traced function) and prints the log on
-      // failure (bpf_print_hints).
-      StderrCapture capture;
-      errno = 0;
-      fd = bcc_prog_load(program_type_for(probe.kind), function->name.c_str(), insns.data(),
-                         static_cast<int>(insns.size() * sizeof(bpf_insn)), object_.license.c_str(),
-                         object_.kern_version, 0, log.data(), static_cast<unsigned>(log.size()));
-      err = errno;
-      bcc_output = capture.finish();
-    }
-    if (fd < 0) return verifier_refusal(probe, err, log.data());
-    return LoadedFunction(probe, UniqueFd(fd));
+    // bcc_prog_load derives what the kernel needs from the function's name
+    // as BCC's own loads do (kfunc__/kretfunc__: the attach type and the
+    // BTF id of the traced function).
+    return load_through_verifier(probe, bcc_output, [&](char* log, unsigned log_size) {
+      return bcc_prog_load(program_type_for(probe.kind), function->name.c_str(), insns.data(),
+                           static_cast<int>(insns.size() * sizeof(bpf_insn)), object_.license.c_str(),
+                           object_.kern_version, 0, log, log_size);
+    });
   }
 
   Result<CompiledObject> export_object() const override { return object_; }

@@ -14,6 +14,7 @@
 
 #include <linux/bpf.h>  // the kernel's map type numbers (UAPI), not BCC's
 
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -23,6 +24,7 @@
 #include "compiled_object.h"
 #include "probe_spec.h"
 #include "result.h"
+#include "stdio_capture.h"
 #include "unique_fd.h"
 
 namespace tcptrace::bcc {
@@ -150,6 +152,28 @@ class LoadedFunction {
   ProbeSpec probe_;
   UniqueFd fd_;
 };
+
+// Loads one function through the verifier with `loader`, a libbcc load call
+// given a log buffer (filled only on failure: logging a successful load
+// costs time) and returning the program fd or -1 with errno. libbcc prints
+// the log on failure itself (libbpf.c: bpf_print_hints); that and whatever
+// else it printed lands in `bcc_output`.
+template <class Loader>
+Result<LoadedFunction> load_through_verifier(const ProbeSpec& probe, std::string& bcc_output, Loader&& loader) {
+  static constexpr size_t kLogSize = 1 << 20;
+  std::vector<char> log(kLogSize, '\0');
+  int fd = -1;
+  int err = 0;
+  {
+    StderrCapture capture;
+    errno = 0;
+    fd = loader(log.data(), static_cast<unsigned>(log.size()));
+    err = errno;
+    bcc_output = capture.finish();
+  }
+  if (fd < 0) return verifier_refusal(probe, err, log.data());
+  return LoadedFunction(probe, UniqueFd(fd));
+}
 
 // One attached probe. Created attached; detaches when destroyed.
 class Attachment {

@@ -239,25 +239,13 @@ class ModuleProgram final : public Program {
     if (insns == nullptr || size == 0) {
       return runtime_error("the program has no function '" + probe.function + "'");
     }
-    // Verifier log only on failure: logging a successful load costs time.
-    static constexpr size_t kLogSize = 1 << 20;
-    std::vector<char> log(kLogSize, '\0');
-    int fd = -1;
-    int err = 0;
-    {
-      // On failure BCC prints the log itself (libbpf.c: bpf_print_hints),
-      // with the source lines of the module's BTF line info, in terms of
-      // its /virtual/main.c.
-      StderrCapture capture;
-      errno = 0;
-      fd = bcc_func_load(module_, program_type_for(probe.kind), probe.function.c_str(), insns,
-                         static_cast<int>(size), bpf_module_license(module_), bpf_module_kern_version(module_), 0,
-                         log.data(), static_cast<unsigned>(log.size()), nullptr, -1);
-      err = errno;
-      bcc_output = capture.finish();
-    }
-    if (fd < 0) return verifier_refusal(probe, err, log.data());
-    return LoadedFunction(probe, UniqueFd(fd));
+    // The module's BTF line info makes the log on failure show the source
+    // lines, in terms of BCC's /virtual/main.c.
+    return load_through_verifier(probe, bcc_output, [&](char* log, unsigned log_size) {
+      return bcc_func_load(module_, program_type_for(probe.kind), probe.function.c_str(), insns,
+                           static_cast<int>(size), bpf_module_license(module_), bpf_module_kern_version(module_), 0,
+                           log, log_size, nullptr, -1);
+    });
   }
 
   Result<CompiledObject> export_object() const override {

@@ -165,35 +165,6 @@ long peak_rss_kb(pid_t pid) {
   return -1;
 }
 
-// `n` connections to `listener` (listening), each with one byte read on the
-// other side, closed alternately client first and server first. Returns the
-// clients' ports.
-std::set<uint16_t> exchange_connections(const Socket& listener, int n) {
-  std::set<uint16_t> client_ports;
-  for (int i = 0; i < n; ++i) {
-    Socket client = connect_loopback(AF_INET, listener.local_port());
-    EXPECT_GE(client.fd(), 0) << "connect failed: " << strerror(errno);
-    if (client.fd() < 0) continue;
-    client_ports.insert(client.local_port());
-    Socket server = accept_one(listener);
-    EXPECT_GE(server.fd(), 0);
-    EXPECT_EQ(write(client.fd(), "x", 1), 1);
-    // Unread data would make close() send RST instead of FIN.
-    char byte = 0;
-    EXPECT_EQ(read(server.fd(), &byte, 1), 1);
-    if (i % 2 == 0) {
-      client.close();
-      std::this_thread::sleep_for(20ms);
-      server.close();
-    } else {
-      server.close();
-      std::this_thread::sleep_for(20ms);
-      client.close();
-    }
-  }
-  return client_ports;
-}
-
 // Lost or skipped events the tool's closing summary reports; -1 without it.
 int64_t reported_losses(const std::string& stderr_text) {
   static const std::regex summary(R"(events, ([0-9]+) lost \(buffer[^)]*\), ([0-9]+) skipped runs)");
@@ -235,7 +206,7 @@ ToolRun run_tool(const std::vector<std::string>& args, const Socket* listener = 
   run.compiler_files = compiler_mappings(tool.pid());
   run.peak_after_ready_kb = peak_rss_kb(tool.pid());
   if (listener != nullptr && connections > 0) {
-    run.client_ports = exchange_connections(*listener, connections);
+    run.client_ports = exchange_connections(AF_INET, *listener, connections);
     std::this_thread::sleep_for(300ms);
   }
   run.peak_before_stop_kb = peak_rss_kb(tool.pid());
@@ -501,7 +472,7 @@ TEST(CompileCacheRuns, ConcurrentStarts) {
   ToolProcess second(states_args(dir));
   ASSERT_TRUE(first.wait_until_ready(120s)) << first.stderr_text();
   ASSERT_TRUE(second.wait_until_ready(120s)) << second.stderr_text();
-  const std::set<uint16_t> client_ports = exchange_connections(listener, 1);
+  const std::set<uint16_t> client_ports = exchange_connections(AF_INET, listener, 1);
   ASSERT_EQ(client_ports.size(), 1u);
   std::this_thread::sleep_for(300ms);
   ASSERT_EQ(first.stop(SIGINT), 0) << first.stderr_text();
