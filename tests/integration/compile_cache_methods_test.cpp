@@ -22,9 +22,11 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
+// Below /tmp: the VM test's guest has its root file system read-only and a
+// tmpfs there.
 struct CacheDir {
   CacheDir() {
-    char name[] = "/var/tmp/tcptrace-cache-methods-XXXXXX";
+    char name[] = "/tmp/tcptrace-cache-methods-XXXXXX";
     path = ::mkdtemp(name) ? name : "";
   }
   ~CacheDir() {
