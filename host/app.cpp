@@ -13,6 +13,8 @@
 #include <mutex>
 
 #include "bcc_backend.h"
+#include "compile_cache.h"
+#include "compile_inputs.h"
 #include "diagnostics.h"
 #include "event_output.h"
 #include "kernel_headers.h"
@@ -462,8 +464,28 @@ Status run(const Options& options) {
   if (!headers) return std::move(headers).take_error();
   if (stopped_during_startup()) return {};
 
+  // The compile cache: --check always compiles (it is asked to), and a
+  // default directory that cannot be used only turns the cache off; one
+  // asked for with --cache-dir must work.
+  // TCPTRACE_TEST_NO_CACHE: the integration tests' runs compile as they
+  // always did unless a test asks for a cache with --cache-dir.
+  const bool cache_off_for_tests = std::getenv("TCPTRACE_TEST_NO_CACHE") != nullptr && !options.cache_dir;
+  std::optional<CompileCache> compile_cache;
+  if (!options.no_cache && !options.check && !cache_off_for_tests) {
+    auto opened = CompileCache::open(options.cache_dir.value_or(kDefaultCacheDir), kDefaultCacheBytes);
+    if (opened) {
+      compile_cache.emplace(std::move(opened).value());
+    } else if (options.cache_dir) {
+      return std::move(opened).take_error();
+    } else {
+      report("cache: off: " + opened.error().message);
+    }
+  }
+  CacheUse cache_use{compile_cache ? &*compile_cache : nullptr, TCPTRACE_VERSION, TCPTRACE_BCC_VERSION, std::nullopt};
+  if (const char* formats = std::getenv("TCPTRACE_TEST_TRACEPOINT_FORMATS")) cache_use.tracepoint_format_root = formats;
+
   const WallClock clock;
-  auto loaded = compile_and_load(std::move(plan).value(), *headers, search.running_release, clock);
+  auto loaded = compile_and_load(std::move(plan).value(), *headers, search.running_release, clock, cache_use);
   // A signal during the compile may also have cut short one of BCC's reads
   // (EINTR); the stop wins over what that did to the compile.
   if (stopped_during_startup()) return {};
@@ -499,7 +521,7 @@ Status run(const Options& options) {
   start_tables();
   if (std::string line = describe_tables(*active->loaded, options); !line.empty()) report(line);
   // The compiler is done: give LLVM's memory back (bcc_free_memory).
-  bcc::Program::release_compiler_memory();
+  bcc::release_compiler_memory();
   if (metrics_server) {
     report("serving metrics at " + metrics_server->url() +
            (active->metrics_fed.empty()
@@ -561,7 +583,8 @@ Status run(const Options& options) {
     auto new_source = read_program_file(active->loaded->plan.source.path);
     auto new_plan = new_source ? plan_build(options, *where, std::move(new_source).value())
                                : Result<BuildPlan>(std::move(new_source).take_error());
-    auto new_loaded = new_plan ? compile_and_load(std::move(new_plan).value(), *headers, search.running_release, clock)
+    auto new_loaded = new_plan ? compile_and_load(std::move(new_plan).value(), *headers, search.running_release, clock,
+                                                cache_use)
                                : Result<std::unique_ptr<LoadedProgram>>(std::move(new_plan).take_error());
     if (!new_loaded) {
       report(new_loaded.error().message + "; the previous version keeps running");
@@ -591,7 +614,7 @@ Status run(const Options& options) {
     retired_misses += active->misses_total;
     active = std::move(next).value();
     start_tables();
-    bcc::Program::release_compiler_memory();
+    bcc::release_compiler_memory();
     report("reloaded: " + attached_text(*active));
   }
 

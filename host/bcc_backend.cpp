@@ -1,42 +1,29 @@
 #include "bcc_backend.h"
 
-#include <bcc/bcc_common.h>
-#include <bcc/bcc_elf.h>
-#include <bcc/bpf_module.h>
 #include <bcc/libbpf.h>
 #include <bcc/perf_reader.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <mutex>
-#include <thread>
 
+#include "bcc_compiler.h"
 #include "kallsyms_view.h"
 #include "kernel_probe.h"
+#include "stdio_capture.h"
 #include "system_checks.h"
 
-// libbcc's own (common.cc): where a tracepoint's format file is, and the
-// struct tp_frontend_action.cc inserts above each probe that takes a
-// `struct tracepoint__CATEGORY__EVENT *`, made from that file. libbcc
-// exports both but installs no header declaring them.
-namespace ebpf {
-std::string tracepoint_format_file(std::string const& category, std::string const& event);
-std::string parse_tracepoint(std::istream& input, std::string const& category, std::string const& event);
-}  // namespace ebpf
-
-// libbpf's, as libbcc links it; its header clashes with BCC's own copy of
-// the libbpf declarations, so it is declared here.
+// libbpf's, which libbcc_bpf links; its header clashes with BCC's own copy
+// of the libbpf declarations, so it is declared here.
 extern "C" int libbpf_num_possible_cpus(void);
 
 namespace tcptrace::bcc {
@@ -45,121 +32,7 @@ size_t possible_cpu_count();
 
 namespace {
 
-// libbcc writes some messages to stdout with std::cout (loader.cc: "Unable to
-// find kernel headers"), and stdout carries only event lines. While BCC runs
-// its compiler, stdout is pointed at stderr.
-class StdoutToStderr {
- public:
-  StdoutToStderr() {
-    std::fflush(stdout);
-    saved_ = UniqueFd(::dup(STDOUT_FILENO));
-    if (saved_.valid()) ::dup2(STDERR_FILENO, STDOUT_FILENO);
-  }
-  ~StdoutToStderr() {
-    std::fflush(stdout);
-    if (saved_.valid()) ::dup2(saved_.get(), STDOUT_FILENO);
-  }
-  StdoutToStderr(const StdoutToStderr&) = delete;
-  StdoutToStderr& operator=(const StdoutToStderr&) = delete;
 
- private:
-  UniqueFd saved_;
-};
-
-// clang prints diagnostics to stderr (loader.cc: TextDiagnosticPrinter on
-// llvm::errs()). While BCC compiles, stderr goes to an in-memory file so the
-// host can tell errors in the program from errors in kernel headers, and can
-// point them at the user's file.
-class StderrCapture {
- public:
-  StderrCapture() {
-    std::fflush(stderr);
-    file_ = UniqueFd(::memfd_create("tcptrace-clang-diagnostics", MFD_CLOEXEC));
-    saved_ = UniqueFd(::dup(STDERR_FILENO));
-    if (file_.valid() && saved_.valid()) ::dup2(file_.get(), STDERR_FILENO);
-  }
-  ~StderrCapture() { restore(); }
-  StderrCapture(const StderrCapture&) = delete;
-  StderrCapture& operator=(const StderrCapture&) = delete;
-
-  std::string finish() {
-    restore();
-    std::string text;
-    if (!file_.valid()) return text;
-    char buf[4096];
-    off_t offset = 0;
-    ssize_t n;
-    while ((n = ::pread(file_.get(), buf, sizeof buf, offset)) > 0) {
-      text.append(buf, static_cast<size_t>(n));
-      offset += n;
-    }
-    return text;
-  }
-
- private:
-  void restore() {
-    if (saved_.valid()) {
-      std::fflush(stderr);
-      ::dup2(saved_.get(), STDERR_FILENO);
-      saved_.reset();
-    }
-  }
-  UniqueFd file_;
-  UniqueFd saved_;
-};
-
-// Sets an environment variable for the lifetime of this object.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const std::optional<std::string>& value) : name_(name) {
-    if (!value) return;
-    if (const char* old = std::getenv(name)) old_ = old;
-    ::setenv(name, value->c_str(), 1);
-    active_ = true;
-  }
-  ~ScopedEnv() {
-    if (!active_) return;
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-  bool active_ = false;
-};
-
-bpf_prog_type program_type_for(ProbeKind kind) {
-  switch (kind) {
-    case ProbeKind::tracepoint: return BPF_PROG_TYPE_TRACEPOINT;
-    case ProbeKind::raw_tracepoint: return BPF_PROG_TYPE_RAW_TRACEPOINT;
-    case ProbeKind::kprobe:
-    case ProbeKind::kretprobe: return BPF_PROG_TYPE_KPROBE;
-    case ProbeKind::kfunc:
-    case ProbeKind::kretfunc: return BPF_PROG_TYPE_TRACING;
-  }
-  return BPF_PROG_TYPE_UNSPEC;
-}
-
-// The verifier's verdict is at the end of its log; keep the last lines.
-std::string tail_lines(const char* log, size_t max_lines) {
-  std::string text(log);
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  size_t pos = text.size();
-  for (size_t lines = 0; lines < max_lines && pos != std::string::npos && pos > 0; ++lines) {
-    pos = text.rfind('\n', pos - 1);
-  }
-  std::string tail = pos == std::string::npos ? text : text.substr(pos + 1);
-  for (char& c : tail) {
-    if (c == '\n') c = ';';
-  }
-  return tail;
-}
 
 std::string errno_text(int err) { return std::string(std::strerror(err)); }
 
@@ -314,258 +187,188 @@ class BufferReader final : public OutputReader {
 
 }  // namespace
 
+// ---- the compiler module ---------------------------------------------------
+
 namespace {
 
-struct CodeRange {
-  void* start;
-  size_t length;
-};
+// Where the compiler module is: beside the binary in a build tree, or in
+// the package's private library directory (<prefix>/<libdir>/tcptrace-bcc)
+// for an installed binary in <prefix>/sbin. Only these absolute paths are
+// tried, never the loader's search path: the module runs as root.
+std::vector<std::string> compiler_module_candidates() {
+  char exe[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return {};
+  exe[n] = '\0';
+  std::string dir(exe);
+  dir.erase(dir.rfind('/'));
+  const std::string name = "tcptrace-bcc-compiler.so";
+  return {dir + "/../" TCPTRACE_INSTALL_LIBDIR "/tcptrace-bcc/" + name, dir + "/" + name};
+}
 
-// The executable mappings of Debian's shared libLLVM and libclang-cpp, which
-// libbcc compiles with: ~75 MB of code, most of it touched by one compile.
-// They are never written (r-xp), so their pages equal the file's and
-// MADV_DONTNEED only drops them from this process; the page cache keeps
-// them, and the next call faults them back in at the cost of a minor fault.
-// Writable or read-only relocated mappings are left alone: their pages
-// differ from the file.
-std::vector<CodeRange> compiler_code_ranges() {
-  std::vector<CodeRange> ranges;
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  while (std::getline(maps, line)) {
-    unsigned long start = 0, end = 0;
-    char perms[5] = {};
-    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &start, &end, perms) != 3) continue;
-    if (std::string(perms) != "r-xp") continue;
-    if (line.find("/libLLVM") == std::string::npos && line.find("/libclang") == std::string::npos) continue;
-    ranges.push_back({reinterpret_cast<void*>(start), end - start});
+Result<const CompilerEntryPoints*> load_compiler_module() {
+  std::string tried;
+  for (const std::string& path : compiler_module_candidates()) {
+    if (::access(path.c_str(), F_OK) != 0) {
+      tried += (tried.empty() ? "" : ", ") + path;
+      continue;
+    }
+    // Its dependencies (libbcc, LLVM) load with it.
+    // RTLD_LOCAL: the module's copies of the host's own code stay its own
+    // (it links them with --exclude-libs), and nothing else binds to LLVM.
+    void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) return runtime_error("cannot load the compiler module: " + std::string(::dlerror()));
+    using Entry = const CompilerEntryPoints* (*)();
+    auto entry = reinterpret_cast<Entry>(::dlsym(handle, "tcptrace_bcc_compiler_entry_points"));
+    if (entry == nullptr || entry()->interface_version != kCompilerInterfaceVersion) {
+      return runtime_error("the compiler module " + path + " is not from this build of tcptrace-bcc");
+    }
+    // Never unloaded: LLVM's static state does not survive dlclose.
+    return entry();
   }
-  return ranges;
+  return runtime_error("cannot find the compiler module (tried " + tried + ")");
 }
 
-void drop_pages(const std::vector<CodeRange>& ranges) {
-  for (const CodeRange& range : ranges) ::madvise(range.start, range.length, MADV_DONTNEED);
+std::atomic<bool> compiler_module_loaded{false};
+
+// Loaded on first use, once per process.
+Result<const CompilerEntryPoints*> compiler_entry_points() {
+  static const Result<const CompilerEntryPoints*> entry = [] {
+    auto loaded = load_compiler_module();
+    compiler_module_loaded = loaded.ok();
+    return loaded;
+  }();
+  return entry;
 }
 
-// While BCC compiles, its three clang passes and LLVM's code generation each
-// use a different part of that code. Left alone, every page any pass touched
-// (and the 64 KB the kernel maps around each fault, mm/memory.c
-// do_fault_around) stays resident until the end: a `states` compile peaked
-// at 112 MB RSS, 73 MB of it compiler code. A watcher drops the code pages
-// whenever the process's file-backed resident pages (statm's third field:
-// mapped files, nearly all of it this code) grow a budget past what they
-// were once the code was first dropped, so only the current working set
-// stays mapped; the refaults come from the page cache. The budget (24 MB)
-// is on top of what the process's other files hold then (8 MB here: the
-// binary, libc, libbcc): those are not the compiler's, and dropping its
-// code cannot shrink them. A sanitizer build's own binary and runtime hold
-// 32 MB, and an absolute 32 MB budget there dropped the code every 2 ms:
-// 18 000 madvise calls and 50 s for one connlat compile.
-// The budget is on code, not on the whole RSS: a program that includes
-// kernel headers such as net/sock.h grows clang's heap past any total
-// budget, and dropping code then would only buy refaults (it did: 377 000
-// minor faults and 2.7 s of system time for one connlat compile).
-class CompilerCodeTrimmer {
+}  // namespace
+
+bool compiler_loaded() { return compiler_module_loaded; }
+
+std::optional<std::string> compiler_module_path() {
+  for (const std::string& path : compiler_module_candidates()) {
+    if (::access(path.c_str(), F_OK) == 0) return path;
+  }
+  return std::nullopt;
+}
+
+Result<std::unique_ptr<Program>> compile_program(const std::string& source, const std::vector<std::string>& cflags,
+                                                 const std::optional<std::string>& kernel_source_dir,
+                                                 std::string& diagnostics) {
+  auto compiler = compiler_entry_points();
+  if (!compiler) return std::move(compiler).take_error();
+  // The helper probe loads two tiny programs once; every compile after
+  // that reuses the answer (the kernel does not change under us).
+  static const std::string kallsyms_text = kallsyms_view_text(probe_read_helpers());
+  return (*compiler)->compile(CompileRequest{source, cflags, kernel_source_dir, kallsyms_text}, diagnostics);
+}
+
+void release_compiler_memory() {
+  if (compiler_loaded()) compiler_entry_points().value()->release_memory();
+}
+
+
+// ---- programs from compiled objects ----------------------------------------
+
+namespace {
+
+bool is_output_map(uint32_t type) { return type == BPF_MAP_TYPE_PERF_EVENT_ARRAY || type == BPF_MAP_TYPE_RINGBUF; }
+
+class ObjectProgram final : public Program {
  public:
-  CompilerCodeTrimmer() : ranges_(compiler_code_ranges()) {
-    if (ranges_.empty()) return;
-    // What the libraries' static constructors touched before main() (45 MB
-    // of LLVM's code on Debian 12) goes first.
-    drop_pages(ranges_);
-    const long page_size = ::sysconf(_SC_PAGESIZE);
-    const long limit = file_resident_pages() * page_size + kCodeBudgetBytes;
-    thread_ = std::thread([this, page_size, limit] {
-      std::unique_lock lock(mutex_);
-      while (!stopped_.wait_for(lock, kInterval, [this] { return stop_; })) {
-        if (file_resident_pages() * page_size > limit) drop_pages(ranges_);
-      }
+  ObjectProgram(CompiledObject object, std::vector<UniqueFd> map_fds)
+      : object_(std::move(object)), map_fds_(std::move(map_fds)) {}
+
+  std::vector<std::string> functions() const override {
+    std::vector<std::string> names;
+    for (const ObjectFunction& function : object_.functions) names.push_back(function.name);
+    return names;
+  }
+
+  std::vector<OutputTable> output_tables() const override {
+    std::vector<OutputTable> tables;
+    for (size_t i = 0; i < object_.maps.size(); ++i) {
+      const ObjectMap& map = object_.maps[i];
+      if (!is_output_map(map.type)) continue;
+      tables.push_back({map.name, map.type == BPF_MAP_TYPE_RINGBUF ? OutputKind::ring_buffer : OutputKind::perf_buffer,
+                        map.field_descriptions, map_fds_[i].get()});
+    }
+    return tables;
+  }
+
+  std::vector<DataTable> data_tables() const override {
+    std::vector<DataTable> tables;
+    for (size_t i = 0; i < object_.maps.size(); ++i) {
+      const ObjectMap& map = object_.maps[i];
+      if (is_output_map(map.type)) continue;
+      tables.push_back({map.name, static_cast<int>(map.type), map.key_description, map.value_description,
+                        map.key_size, map.value_size, map.max_entries, map_fds_[i].get()});
+    }
+    return tables;
+  }
+
+  int table_fd(const std::string& name) const override {
+    for (size_t i = 0; i < object_.maps.size(); ++i) {
+      if (object_.maps[i].name == name) return map_fds_[i].get();
+    }
+    return -1;
+  }
+
+  std::optional<std::string> table_value_description(const std::string& name) const override {
+    for (const ObjectMap& map : object_.maps) {
+      if (map.name == name) return map.value_description;
+    }
+    return std::nullopt;
+  }
+
+  Result<LoadedFunction> load(const ProbeSpec& probe, std::string& bcc_output) const override {
+    const ObjectFunction* function = nullptr;
+    for (const ObjectFunction& f : object_.functions) {
+      if (f.name == probe.function) function = &f;
+    }
+    if (function == nullptr || function->instructions.empty()) {
+      return runtime_error("the program has no function '" + probe.function + "'");
+    }
+    std::vector<bpf_insn> insns(function->instructions.size());
+    static_assert(sizeof(bpf_insn) == sizeof(BpfInstruction));
+    std::memcpy(insns.data(), function->instructions.data(), insns.size() * sizeof(bpf_insn));
+    for (const MapReference& reference : function->map_references) {
+      // parse_object() has checked that each reference is the first half of
+      // an ld_imm64 and names one of the object's maps.
+      insns[reference.instruction].src_reg = BPF_PSEUDO_MAP_FD;
+      insns[reference.instruction].imm = map_fds_[reference.map].get();
+      insns[reference.instruction + 1].imm = 0;
+    }
+    // bcc_prog_load derives what the kernel needs from the function's name
+    // as BCC's own loads do (kfunc__/kretfunc__: the attach type and the
+    // BTF id of the traced function).
+    return load_through_verifier(probe, bcc_output, [&](char* log, unsigned log_size) {
+      return bcc_prog_load(program_type_for(probe.kind), function->name.c_str(), insns.data(),
+                           static_cast<int>(insns.size() * sizeof(bpf_insn)), object_.license.c_str(),
+                           object_.kern_version, 0, log, log_size);
     });
   }
-  ~CompilerCodeTrimmer() {
-    if (!thread_.joinable()) return;
-    {
-      std::lock_guard lock(mutex_);
-      stop_ = true;
-    }
-    stopped_.notify_one();
-    thread_.join();
-  }
-  CompilerCodeTrimmer(const CompilerCodeTrimmer&) = delete;
-  CompilerCodeTrimmer& operator=(const CompilerCodeTrimmer&) = delete;
+
+  Result<CompiledObject> export_object() const override { return object_; }
 
  private:
-  static constexpr std::chrono::milliseconds kInterval{2};
-  static constexpr long kCodeBudgetBytes = 24L << 20;
-
-  // The third field of /proc/self/statm: resident pages backed by a file.
-  static long file_resident_pages() {
-    UniqueFd fd(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC));
-    char text[128];
-    const ssize_t n = fd.valid() ? ::read(fd.get(), text, sizeof text - 1) : -1;
-    if (n <= 0) return 0;
-    text[n] = '\0';
-    long size = 0, resident = 0, file_backed = 0;
-    return std::sscanf(text, "%ld %ld %ld", &size, &resident, &file_backed) == 3 ? file_backed : 0;
-  }
-
-  std::vector<CodeRange> ranges_;
-  std::mutex mutex_;
-  std::condition_variable stopped_;
-  bool stop_ = false;
-  std::thread thread_;
+  CompiledObject object_;
+  std::vector<UniqueFd> map_fds_;  // one per object_.maps entry
 };
 
 }  // namespace
 
-// ---- Program ---------------------------------------------------------------
-
-Result<Program> Program::compile(const std::string& source, const std::vector<std::string>& cflags,
-                                 const std::optional<std::string>& kernel_source_dir, std::string& diagnostics) {
-  std::vector<const char*> flags;
-  flags.reserve(cflags.size());
-  for (const auto& flag : cflags) flags.push_back(flag.c_str());
-  void* module = nullptr;
-  {
-    ScopedEnv kernel_source("BCC_KERNEL_SOURCE", kernel_source_dir);
-    StderrCapture capture;
-    {
-      StdoutToStderr guard;
-      // The helper probe loads two tiny programs once; every compile after
-      // that reuses the answer (the kernel does not change under us).
-      static const std::string kallsyms_text = kallsyms_view_text(probe_read_helpers());
-      CompilerCodeTrimmer trimmer;
-      run_with_kallsyms_view(kallsyms_text, [&] {
-        // Not bpf_module_create_c_from_string(): BCC's C API always enables
-        // the "rw engine", which JIT-compiles x86 code to print and parse
-        // every table's keys and values (bpf_module.cc annotate()) and keeps
-        // LLVM's context alive for it. The host never uses those functions;
-        // without them BCC also frees its LLVM state right after code
-        // generation (BPFModule::finalize).
-        auto* compiled = new ebpf::BPFModule(0, nullptr, /*rw_engine_enabled=*/false, "", /*allow_rlimit=*/true,
-                                             nullptr);
-        if (compiled->load_string(source, flags.data(), static_cast<int>(flags.size())) != 0) {
-          delete compiled;
-          compiled = nullptr;
-        }
-        module = compiled;
-      });
-    }
-    diagnostics = capture.finish();
-  }
-  if (module == nullptr) return runtime_error("the BPF program did not compile");
-  return Program(module);
-}
-
-Program::Program(Program&& other) noexcept : module_(std::exchange(other.module_, nullptr)) {}
-
-Program& Program::operator=(Program&& other) noexcept {
-  if (this != &other) {
-    if (module_ != nullptr) bpf_module_destroy(module_);
-    module_ = std::exchange(other.module_, nullptr);
-  }
-  return *this;
-}
-
-Program::~Program() {
-  if (module_ != nullptr) bpf_module_destroy(module_);
-}
-
-std::vector<std::string> Program::functions() const {
-  std::vector<std::string> names;
-  const size_t n = bpf_num_functions(module_);
-  for (size_t i = 0; i < n; ++i) names.emplace_back(bpf_function_name(module_, i));
-  return names;
-}
-
-std::vector<OutputTable> Program::output_tables() const {
-  std::vector<OutputTable> tables;
-  const size_t n = bpf_num_tables(module_);
-  for (size_t i = 0; i < n; ++i) {
-    const int type = bpf_table_type_id(module_, i);
-    if (type != BPF_MAP_TYPE_PERF_EVENT_ARRAY && type != BPF_MAP_TYPE_RINGBUF) continue;
-    OutputTable table;
-    table.name = bpf_table_name(module_, i);
-    table.kind = type == BPF_MAP_TYPE_RINGBUF ? OutputKind::ring_buffer : OutputKind::perf_buffer;
-    table.map_fd = bpf_table_fd_id(module_, i);
-    const size_t fields = bpf_perf_event_fields(module_, table.name.c_str());
-    for (size_t f = 0; f < fields; ++f) {
-      table.field_descriptions.emplace_back(bpf_perf_event_field(module_, table.name.c_str(), f));
-    }
-    tables.push_back(std::move(table));
-  }
-  return tables;
-}
-
-std::vector<DataTable> Program::data_tables() const {
-  std::vector<DataTable> tables;
-  const size_t n = bpf_num_tables(module_);
-  for (size_t i = 0; i < n; ++i) {
-    const int type = bpf_table_type_id(module_, i);
-    if (type == BPF_MAP_TYPE_PERF_EVENT_ARRAY || type == BPF_MAP_TYPE_RINGBUF) continue;
-    DataTable table;
-    table.name = bpf_table_name(module_, i);
-    table.map_type = type;
-    if (const char* key = bpf_table_key_desc_id(module_, i)) table.key_description = key;
-    if (const char* value = bpf_table_leaf_desc_id(module_, i)) table.value_description = value;
-    table.key_size = bpf_table_key_size_id(module_, i);
-    table.value_size = bpf_table_leaf_size_id(module_, i);
-    table.max_entries = bpf_table_max_entries_id(module_, i);
-    table.map_fd = bpf_table_fd_id(module_, i);
-    tables.push_back(std::move(table));
-  }
-  return tables;
-}
-
-int Program::table_fd(const std::string& name) const { return bpf_table_fd(module_, name.c_str()); }
-
-bool Program::has_table(const std::string& name) const {
-  return bpf_table_fd(module_, name.c_str()) >= 0;
-}
-
-std::optional<std::string> Program::table_value_description(const std::string& name) const {
-  if (!has_table(name)) return std::nullopt;
-  const char* description = bpf_table_leaf_desc(module_, name.c_str());
-  if (description == nullptr) return std::nullopt;
-  return std::string(description);
-}
-
-Result<LoadedFunction> Program::load(const ProbeSpec& probe, std::string& bcc_output) const {
-  const auto* insns = static_cast<const bpf_insn*>(bpf_function_start(module_, probe.function.c_str()));
-  const size_t size = bpf_function_size(module_, probe.function.c_str());
-  if (insns == nullptr || size == 0) {
-    return runtime_error("the program has no function '" + probe.function + "'");
-  }
-  // Verifier log only on failure: logging a successful load costs time.
-  static constexpr size_t kLogSize = 1 << 20;
-  std::vector<char> log(kLogSize, '\0');
-  int fd = -1;
-  int err = 0;
-  {
-    // On failure BCC prints the log itself (libbpf.c: bpf_print_hints), in
-    // terms of its /virtual/main.c.
-    StderrCapture capture;
+Result<std::unique_ptr<Program>> program_from_object(CompiledObject object) {
+  std::vector<UniqueFd> fds;
+  for (const ObjectMap& map : object.maps) {
     errno = 0;
-    fd = bcc_func_load(module_, program_type_for(probe.kind), probe.function.c_str(), insns,
-                       static_cast<int>(size), bpf_module_license(module_), bpf_module_kern_version(module_), 0,
-                       log.data(), static_cast<unsigned>(log.size()), nullptr, -1);
-    err = errno;
-    bcc_output = capture.finish();
+    UniqueFd fd(bcc_create_map(static_cast<bpf_map_type>(map.type), map.name.c_str(), static_cast<int>(map.key_size),
+                               static_cast<int>(map.value_size), static_cast<int>(map.max_entries),
+                               static_cast<int>(map.flags)));
+    if (!fd.valid()) return runtime_error("cannot create map '" + map.name + "': " + errno_text(errno));
+    fds.push_back(std::move(fd));
   }
-  if (fd < 0) {
-    std::string message = "the kernel refused to load " + describe(probe) + " (" + probe.function +
-                          "): " + errno_text(err);
-    if (log[0] != '\0') message += "; verifier: " + tail_lines(log.data(), 3);
-    return runtime_error(message);
-  }
-  return LoadedFunction(probe, UniqueFd(fd));
-}
-
-void Program::release_compiler_memory() {
-  // libbcc's own text (only where it is linked statically).
-  bcc_free_memory();
-  // The compiler's code, which a running tracer never calls again; a later
-  // compile (--watch) faults it back in.
-  drop_pages(compiler_code_ranges());
+  return std::unique_ptr<Program>(new ObjectProgram(std::move(object), std::move(fds)));
 }
 
 // ---- LoadedFunction --------------------------------------------------------
@@ -838,18 +641,8 @@ size_t possible_cpu_count() {
 }
 
 size_t tracepoint_struct_lines(const std::string& category, const std::string& event) {
-  std::ifstream format(ebpf::tracepoint_format_file(category, event));
-  if (!format) return 0;
-  std::string text;
-  {
-    // Array sizes named by an enum are looked up in the kernel's BTF, which
-    // libbpf may complain about on stderr; the diagnostics being mapped are
-    // what the user needs to see.
-    StderrCapture capture;
-    text = ebpf::parse_tracepoint(format, category, event);
-    capture.finish();
-  }
-  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+  auto compiler = compiler_entry_points();
+  return compiler ? (*compiler)->tracepoint_struct_lines(category, event) : 0;
 }
 
 std::vector<int> online_cpus() {

@@ -1,8 +1,11 @@
-// The only module that talks to libbcc. Everything BCC-specific (its module
+// The host's one interface to libbcc. Everything BCC-specific (its module
 // handle, its C callbacks, its status conventions, the kernel's BPF syscalls
 // it wraps) stays behind this header, which includes no BCC header itself.
+// Compiling runs in the compiler module (bcc_compiler.h, libbcc); the rest
+// (loading, attaching, buffers, map reads) needs only libbcc_bpf, which does
+// not link LLVM.
 //
-// Ownership: Program owns the compiled module and its maps; LoadedFunction
+// Ownership: Program owns its maps (and, when compiled, BCC's module); LoadedFunction
 // owns a verified program fd; Attachment owns one attachment and detaches in
 // its destructor; OutputReader owns the per-CPU perf buffers or ring buffers.
 // Destroying them in reverse order of creation (which scopes do by
@@ -11,14 +14,17 @@
 
 #include <linux/bpf.h>  // the kernel's map type numbers (UAPI), not BCC's
 
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "compiled_object.h"
 #include "probe_spec.h"
 #include "result.h"
+#include "stdio_capture.h"
 #include "unique_fd.h"
 
 namespace tcptrace::bcc {
@@ -62,45 +68,74 @@ inline DataMapKind data_map_kind(int map_type) {
 
 class LoadedFunction;
 
+// A compiled program: its maps (created, with fds) and its functions, ready
+// to load through the verifier. Made by the compiler module (bcc_compiler.h)
+// from C text, or by program_from_object() from a cached object.
 class Program {
  public:
-  // Compiles C text with BCC's clang. `kernel_source_dir` (a merged header
-  // tree) is handed to BCC as BCC_KERNEL_SOURCE; without it BCC finds the
-  // running kernel's headers itself. Whatever clang and BCC printed (errors
-  // and warnings, with the program as /virtual/main.c) lands in
-  // `diagnostics`, on success and on failure.
-  static Result<Program> compile(const std::string& source, const std::vector<std::string>& cflags,
-                                 const std::optional<std::string>& kernel_source_dir, std::string& diagnostics);
-  Program(Program&& other) noexcept;
-  Program& operator=(Program&& other) noexcept;
-  Program(const Program&) = delete;
-  Program& operator=(const Program&) = delete;
-  ~Program();
+  virtual ~Program() = default;
 
-  std::vector<std::string> functions() const;
+  virtual std::vector<std::string> functions() const = 0;
   // Every perf-event-array and ring-buffer map, with the layout BCC recorded
   // for what the program submits to it (empty when it submits nothing).
-  std::vector<OutputTable> output_tables() const;
+  virtual std::vector<OutputTable> output_tables() const = 0;
   // Every other map, with BCC's descriptions of its key and value types.
-  std::vector<DataTable> data_tables() const;
-  bool has_table(const std::string& name) const;
-  int table_fd(const std::string& name) const;
+  virtual std::vector<DataTable> data_tables() const = 0;
+  // -1 when the program has no such map.
+  virtual int table_fd(const std::string& name) const = 0;
+  bool has_table(const std::string& name) const { return table_fd(name) >= 0; }
   // BCC's JSON description of a map's value type (nested structs, padding).
-  std::optional<std::string> table_value_description(const std::string& name) const;
+  virtual std::optional<std::string> table_value_description(const std::string& name) const = 0;
 
   // Loads one function through the verifier as the program type its probe
   // kind needs. On failure the error carries the verifier's last log lines.
-  // What BCC printed meanwhile (on failure: the whole verifier log, its
-  // source lines as "; TEXT @ main.c:N", and hints) lands in `bcc_output`.
-  Result<LoadedFunction> load(const ProbeSpec& probe, std::string& bcc_output) const;
+  // What BCC printed meanwhile (on failure: the whole verifier log, for a
+  // compiled program with its source lines as "; TEXT @ main.c:N", and
+  // hints) lands in `bcc_output`.
+  virtual Result<LoadedFunction> load(const ProbeSpec& probe, std::string& bcc_output) const = 0;
 
-  // Returns LLVM/clang memory to the system once everything is loaded.
-  static void release_compiler_memory();
-
- private:
-  explicit Program(void* module) : module_(module) {}
-  void* module_ = nullptr;
+  // What a later start needs to load this program without compiling it; an
+  // error saying why when the program cannot be expressed that way.
+  virtual Result<CompiledObject> export_object() const = 0;
 };
+
+// Compiles C text with BCC's clang, through the compiler module, which the
+// first call loads. `kernel_source_dir` (a merged header tree) is handed to
+// BCC as BCC_KERNEL_SOURCE; without it BCC finds the running kernel's
+// headers itself. Whatever clang and BCC printed (errors and warnings, with
+// the program as /virtual/main.c) lands in `diagnostics`, on success and on
+// failure.
+Result<std::unique_ptr<Program>> compile_program(const std::string& source, const std::vector<std::string>& cflags,
+                                                 const std::optional<std::string>& kernel_source_dir,
+                                                 std::string& diagnostics);
+
+// Creates the maps of a compiled object; its functions load with those
+// maps' fds put where the object says. The verifier checks them as it
+// checks any program.
+Result<std::unique_ptr<Program>> program_from_object(CompiledObject object);
+
+// Where the compiler module is, without loading it; nullopt if it is missing.
+std::optional<std::string> compiler_module_path();
+
+// Whether this process has loaded the compiler module (and with it LLVM).
+bool compiler_loaded();
+
+// Returns LLVM/clang memory to the system once everything is loaded; nothing
+// when the compiler module was never loaded.
+void release_compiler_memory();
+
+// The program type a probe kind loads as.
+inline bpf_prog_type program_type_for(ProbeKind kind) {
+  switch (kind) {
+    case ProbeKind::tracepoint: return BPF_PROG_TYPE_TRACEPOINT;
+    case ProbeKind::raw_tracepoint: return BPF_PROG_TYPE_RAW_TRACEPOINT;
+    case ProbeKind::kprobe:
+    case ProbeKind::kretprobe: return BPF_PROG_TYPE_KPROBE;
+    case ProbeKind::kfunc:
+    case ProbeKind::kretfunc: return BPF_PROG_TYPE_TRACING;
+  }
+  return BPF_PROG_TYPE_UNSPEC;
+}
 
 class LoadedFunction {
  public:
@@ -117,6 +152,28 @@ class LoadedFunction {
   ProbeSpec probe_;
   UniqueFd fd_;
 };
+
+// Loads one function through the verifier with `loader`, a libbcc load call
+// given a log buffer (filled only on failure: logging a successful load
+// costs time) and returning the program fd or -1 with errno. libbcc prints
+// the log on failure itself (libbpf.c: bpf_print_hints); that and whatever
+// else it printed lands in `bcc_output`.
+template <class Loader>
+Result<LoadedFunction> load_through_verifier(const ProbeSpec& probe, std::string& bcc_output, Loader&& loader) {
+  static constexpr size_t kLogSize = 1 << 20;
+  std::vector<char> log(kLogSize, '\0');
+  int fd = -1;
+  int err = 0;
+  {
+    StderrCapture capture;
+    errno = 0;
+    fd = loader(log.data(), static_cast<unsigned>(log.size()));
+    err = errno;
+    bcc_output = capture.finish();
+  }
+  if (fd < 0) return verifier_refusal(probe, err, log.data());
+  return LoadedFunction(probe, UniqueFd(fd));
+}
 
 // One attached probe. Created attached; detaches when destroyed.
 class Attachment {
@@ -161,7 +218,8 @@ class OutputReader {
 // TRACEPOINT_PROBE(category, event): the struct describing the tracepoint's
 // record (tp_frontend_action.cc), one line per field and per padding byte of
 // the kernel's format file. 0 when the kernel has no such tracepoint, as
-// BCC then inserts nothing.
+// BCC then inserts nothing. Loads the compiler module (which parses the
+// format as BCC does); needed only to map a failed compile's diagnostics.
 size_t tracepoint_struct_lines(const std::string& category, const std::string& event);
 
 // The online CPUs (/sys/devices/system/cpu/online).

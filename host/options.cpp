@@ -47,6 +47,9 @@ cxxopts::Options make_parser() {
       ("duration", "stop after SECONDS", cxxopts::value<std::string>(), "SECONDS")
       ("count", "stop after N events", cxxopts::value<std::string>(), "N")
       ("kernel-headers", "kernel header tree to compile against", cxxopts::value<std::string>(), "DIR")
+      ("cache-dir", "keep compiled programs in DIR (default /var/cache/tcptrace-bcc; owned by this user, mode 0700)",
+       cxxopts::value<std::string>(), "DIR")
+      ("no-cache", "always compile; neither read nor write the compile cache")
       ("buffer", "output buffers: auto, ringbuf or perf", cxxopts::value<std::string>(), "KIND")
       ("buffer-pages", "buffer pages per CPU (power of two, default 64, at most 1024)",
        cxxopts::value<std::string>(), "N")
@@ -169,7 +172,7 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     for (const char* single : {"program", "programs-dir", "sport", "duration", "count", "kernel-headers",
                                "buffer-pages", "ipv4", "ipv6", "pid", "min-us", "no-failures", "attach", "check",
                                "program-file", "list", "print-source", "watch", "record-raw", "buffer", "metrics", "web-config", "output",
-                               "metrics-label-limit", "aggregate", "interval", "accumulate"}) {
+                               "metrics-label-limit", "aggregate", "interval", "accumulate", "cache-dir", "no-cache"}) {
       if (parsed.count(single) > 1) return usage_error(std::string("--") + single + " given more than once");
     }
     options.help = parsed.count("help") > 0;
@@ -184,6 +187,10 @@ Result<Options> parse_options(int argc, const char* const* argv) {
     options.watch = parsed.count("watch") > 0;
     if (parsed.count("record-raw")) options.record_raw = parsed["record-raw"].as<std::string>();
     if (parsed.count("kernel-headers")) options.kernel_headers = parsed["kernel-headers"].as<std::string>();
+    if (parsed.count("cache-dir")) options.cache_dir = parsed["cache-dir"].as<std::string>();
+    options.no_cache = parsed.count("no-cache") > 0;
+    if (options.no_cache && options.cache_dir) return usage_error("--no-cache and --cache-dir do not go together");
+    if (options.cache_dir && options.cache_dir->empty()) return usage_error("--cache-dir: empty directory name");
     if (parsed.count("sport")) {
       auto ports = PortSet::parse("--sport", parsed["sport"].as<std::string>());
       if (!ports) return std::move(ports).take_error();

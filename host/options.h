@@ -32,6 +32,8 @@ struct Options {
   std::optional<double> duration_seconds;   // --duration
   std::optional<uint64_t> count;            // --count
   std::optional<std::string> kernel_headers;  // --kernel-headers DIR
+  std::optional<std::string> cache_dir;     // --cache-dir DIR (compile_cache.h); default kDefaultCacheDir
+  bool no_cache = false;                    // --no-cache
   int buffer_pages = 64;                    // --buffer-pages, per CPU
   enum class Buffer { automatic, perf, ring } buffer = Buffer::automatic;  // --buffer
   std::optional<AttachMethod> attach;       // --attach; nullopt = auto

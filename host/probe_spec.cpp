@@ -1,5 +1,7 @@
 #include "probe_spec.h"
 
+#include <cstring>
+
 #include <array>
 
 namespace tcptrace {
@@ -90,6 +92,32 @@ std::string describe(const ProbeSpec& probe) {
   }
   text += probe.target;
   return text;
+}
+
+namespace {
+
+// The verifier's verdict is at the end of its log; keep the last lines.
+std::string tail_lines(const char* log, size_t max_lines) {
+  std::string text(log);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  size_t pos = text.size();
+  for (size_t lines = 0; lines < max_lines && pos != std::string::npos && pos > 0; ++lines) {
+    pos = text.rfind('\n', pos - 1);
+  }
+  std::string tail = pos == std::string::npos ? text : text.substr(pos + 1);
+  for (char& c : tail) {
+    if (c == '\n') c = ';';
+  }
+  return tail;
+}
+
+}  // namespace
+
+Error verifier_refusal(const ProbeSpec& probe, int error, const char* verifier_log) {
+  std::string message = "the kernel refused to load " + describe(probe) + " (" + probe.function +
+                        "): " + std::strerror(error);
+  if (verifier_log != nullptr && verifier_log[0] != '\0') message += "; verifier: " + tail_lines(verifier_log, 3);
+  return runtime_error(message);
 }
 
 }  // namespace tcptrace

@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "result.h"
+
 namespace tcptrace {
 
 enum class ProbeKind { tracepoint, raw_tracepoint, kprobe, kretprobe, kfunc, kretfunc };
@@ -41,5 +43,9 @@ std::vector<ProbeSpec> attach_plan(const std::vector<std::string>& functions);
 // "tracepoint sock:inet_sock_set_state", "kprobe tcp_v4_connect", ...
 std::string describe(const ProbeSpec& probe);
 std::string_view kind_name(ProbeKind kind);
+
+// The error of a load the kernel refused: the errno and, when there is a
+// verifier log, its last lines (the verifier's verdict is at its end).
+Error verifier_refusal(const ProbeSpec& probe, int error, const char* verifier_log);
 
 }  // namespace tcptrace

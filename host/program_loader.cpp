@@ -1,7 +1,13 @@
 #include "program_loader.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+
+#include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -10,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compile_cache.h"
+#include "compile_inputs.h"
 #include "diagnostics.h"
 #include "diagnostics_map.h"
 #include "filter_macros.h"
@@ -31,13 +39,15 @@ bool blames_the_program(const std::string& diagnostics) {
          diagnostics.find("bpf: ") != std::string::npos;
 }
 
-void print_diagnostics(const std::string& diagnostics, const ProgramSource& source) {
+// Returns what it printed.
+std::string print_diagnostics(const std::string& diagnostics, const ProgramSource& source) {
   std::vector<InsertedLines> inserted;
   for (const TracepointProbeLine& probe : tracepoint_probe_lines(source.text)) {
     inserted.push_back({probe.line, bcc::tracepoint_struct_lines(probe.category, probe.event)});
   }
   const std::string mapped = map_diagnostics_to_source(diagnostics, source.text, source.path, inserted);
   write_all(STDERR_FILENO, mapped);
+  return mapped;
 }
 
 // Loads one probe's function; when the kernel refuses it, BCC's copy of the
@@ -74,8 +84,83 @@ Error report_all_but_last(Error error) {
 }
 
 struct Compiled {
-  bcc::Program program;
+  std::unique_ptr<bcc::Program> program;
   std::optional<MergedHeaderTree> headers;
+  // The files clang read (its dependency file), resolved to the real files
+  // while the merged tree still exists; nullopt when they could not all be
+  // named, and then the result is not cached.
+  std::optional<std::vector<std::string>> dependencies;
+  std::string warnings;  // what print_diagnostics() printed about the program
+};
+
+// The real file behind a name in clang's dependency file. Relative names
+// are relative to the tree BCC compiled in: a merged tree holds the build
+// tree's files over the source tree's (MergedHeaderTree), so the same order
+// finds the file a link there points to; without a tree BCC used the
+// running kernel's own, its build tree then the source tree of a split one.
+std::optional<std::string> resolve_dependency(const std::string& name, const std::optional<HeaderTree>& tree,
+                                              const std::string& running_release) {
+  std::vector<std::string> candidates;
+  if (name.front() == '/') {
+    candidates.push_back(name);
+  } else if (tree) {
+    candidates.push_back(tree->build_dir + "/" + name);
+    if (!tree->single_tree()) candidates.push_back(tree->source_dir + "/" + name);
+  } else {
+    candidates.push_back("/lib/modules/" + running_release + "/build/" + name);
+    candidates.push_back("/lib/modules/" + running_release + "/source/" + name);
+  }
+  for (const std::string& candidate : candidates) {
+    char real[PATH_MAX];
+    if (::realpath(candidate.c_str(), real) != nullptr) return std::string(real);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::vector<std::string>> dependencies_from(const std::string& dependency_file,
+                                                          const std::optional<HeaderTree>& tree,
+                                                          const std::string& running_release,
+                                                          const std::string& unpacked_root) {
+  const std::vector<std::string> names = parse_dependency_file(dependency_file);
+  if (names.empty()) return std::nullopt;
+  std::vector<std::string> files;
+  for (const std::string& name : names) {
+    // BCC's own headers (helpers.h, bpf.h) live in libbcc, whose identity
+    // the entry keeps as a dependency of its own.
+    if (name.rfind("/virtual/", 0) == 0) continue;
+    auto real = resolve_dependency(name, tree, running_release);
+    if (!real) return std::nullopt;
+    // A kheaders tree is unpacked afresh by every run; the key holds the
+    // archive's identity instead.
+    if (!unpacked_root.empty() && real->rfind(unpacked_root + "/", 0) == 0) continue;
+    if (std::find(files.begin(), files.end(), *real) == files.end()) files.push_back(std::move(real).value());
+  }
+  return files;
+}
+
+// clang's dependency file goes to an in-memory file (the compile runs in a
+// thread with a mount namespace of its own, where /proc/self still works).
+class DependencyFile {
+ public:
+  DependencyFile() : fd_(::memfd_create("tcptrace-dependencies", MFD_CLOEXEC)) {}
+  bool valid() const { return fd_.valid(); }
+  std::vector<std::string> cflags() const {
+    return {"-MD", "-MF", "/proc/self/fd/" + std::to_string(fd_.get())};
+  }
+  std::string text() const {
+    std::string text;
+    char buf[8192];
+    off_t offset = 0;
+    ssize_t n;
+    while ((n = ::pread(fd_.get(), buf, sizeof buf, offset)) > 0) {
+      text.append(buf, static_cast<size_t>(n));
+      offset += n;
+    }
+    return text;
+  }
+
+ private:
+  UniqueFd fd_;
 };
 
 // Compiles against the chosen headers. When a fallback header tree fails
@@ -96,13 +181,26 @@ Result<Compiled> compile_with_headers(const std::string& text, const ProgramSour
       merged.emplace(std::move(created).value());
     }
     std::string diagnostics;
-    auto program = bcc::Program::compile(text, cflags,
-                                         merged ? std::optional<std::string>(merged->path()) : std::nullopt,
-                                         diagnostics);
+    const std::optional<std::string> tree = merged ? std::optional<std::string>(merged->path()) : std::nullopt;
+    DependencyFile dependency_file;
+    std::vector<std::string> flags = cflags;
+    if (dependency_file.valid()) {
+      for (std::string& flag : dependency_file.cflags()) flags.push_back(std::move(flag));
+    }
+    auto program = bcc::compile_program(text, flags, tree, diagnostics);
     if (program) {
       // Warnings about the program itself are worth showing; header noise is not.
-      if (blames_the_program(diagnostics)) print_diagnostics(diagnostics, source);
-      return Compiled{std::move(program).value(), std::move(merged)};
+      std::string warnings;
+      if (blames_the_program(diagnostics)) warnings = print_diagnostics(diagnostics, source);
+      std::string unpacked_root;
+      if (choice.match == HeaderMatch::kheaders && trees[i]) {
+        char real[PATH_MAX];
+        if (::realpath(trees[i]->build_dir.c_str(), real) != nullptr) unpacked_root = real;
+      }
+      auto dependencies = dependency_file.valid()
+                              ? dependencies_from(dependency_file.text(), trees[i], running_release, unpacked_root)
+                              : std::nullopt;
+      return Compiled{std::move(program).value(), std::move(merged), std::move(dependencies), std::move(warnings)};
     }
     const bool last = i + 1 == trees.size();
     if (blames_the_program(diagnostics) || last || choice.match != HeaderMatch::fallback) {
@@ -126,7 +224,7 @@ std::optional<Error> declaration_mistakes(const BuildPlan& plan, const HeaderCho
   if (!compiled) return std::nullopt;
   std::vector<std::string> names;
   std::vector<EventLayout> layouts;
-  for (const auto& table : compiled->program.output_tables()) {
+  for (const auto& table : compiled->program->output_tables()) {
     if (table.field_descriptions.empty()) continue;
     auto layout = parse_event_layout(table.field_descriptions);
     if (!layout) return std::nullopt;  // a nested struct: the kernel variant's own errors say more
@@ -364,10 +462,121 @@ std::string render_source_for_print(const BuildPlan& plan, const HeaderChoice& h
   return text;
 }
 
+namespace {
+
+std::string first_line_of(const std::string& path) {
+  std::ifstream file(path);
+  std::string line;
+  std::getline(file, line);
+  return line;
+}
+
+std::string identity_text(const FileIdentity& file) {
+  return file.path + " " + std::to_string(file.inode) + " " + std::to_string(file.size) + " " +
+         std::to_string(file.mtime_ns) + " " + std::to_string(file.ctime_ns);
+}
+
+// The compiler's shared libraries as this process mapped them for the
+// compile (libbcc, libLLVM, libclang-cpp): an upgrade of any of them is a
+// miss, though the key, computed without loading them, cannot see it.
+std::vector<std::string> compiler_libraries() {
+  std::vector<std::string> paths;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    const size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    const bool compiler = path.find("/libbcc.so") != std::string::npos ||
+                          path.find("/libLLVM") != std::string::npos || path.find("/libclang") != std::string::npos;
+    if (compiler && std::find(paths.begin(), paths.end(), path) == paths.end()) paths.push_back(path);
+  }
+  return paths;
+}
+
+std::string compile_key(const BuildPlan& plan, const HeaderChoice& headers, const CacheUse& cache) {
+  CompileInputs inputs;
+  inputs.source_path = plan.source.path;
+  inputs.text = plan.text;
+  inputs.cflags = plan.cflags;
+  inputs.tool_version = cache.tool_version;
+  inputs.bcc_version = cache.bcc_version;
+  if (auto module = bcc::compiler_module_path()) inputs.compiler_module = identity_text(identify_file(*module));
+  utsname names{};
+  if (::uname(&names) == 0) {
+    inputs.kernel_release = names.release;
+    inputs.kernel_build = names.version;
+    inputs.machine = names.machine;
+  }
+  inputs.possible_cpus = first_line_of("/sys/devices/system/cpu/possible");
+  inputs.headers = describe_header_trees(headers);
+  inputs.tracepoint_formats = tracepoint_formats(plan.text, cache.tracepoint_format_root);
+  return compile_cache_key(inputs);
+}
+
+// A cached object, its maps created and its functions through the
+// verifier; nullopt (having said why on stderr if something was wrong)
+// when the program must be compiled.
+struct WarmStart {
+  std::unique_ptr<bcc::Program> program;
+  std::vector<bcc::LoadedFunction> functions;
+};
+
+std::optional<WarmStart> start_from_cache(const std::string& key, const std::string& path, CompileCache& cache,
+                                          std::string& miss) {
+  CacheLookup lookup = cache.find(key);
+  if (lookup.outcome != CacheLookup::Outcome::hit) {
+    miss = std::string(to_string(lookup.outcome)) + (lookup.reason.empty() ? "" : ": " + lookup.reason);
+    if (lookup.outcome == CacheLookup::Outcome::unusable) report("cache: ignoring the entry of " + path + ": " + miss);
+    return std::nullopt;
+  }
+  write_all(STDERR_FILENO, lookup.object->compiler_warnings);
+  auto program = bcc::program_from_object(std::move(*lookup.object));
+  if (!program) {
+    report("cache: cannot recreate the maps of " + path + " (" + program.error().message + "); compiling it");
+    miss = "maps not created";
+    return std::nullopt;
+  }
+  WarmStart warm{std::move(program).value(), {}};
+  for (const ProbeSpec& probe : attach_plan(warm.program->functions())) {
+    std::string output;
+    auto function = warm.program->load(probe, output);
+    if (!function) {
+      // An entry is stored only after its functions loaded; the same
+      // kernel refusing them now leaves no use for it.
+      report("cache: the kernel refused the cached " + path + " (" + function.error().message + "); compiling it");
+      cache.remove(key);
+      miss = "refused by the verifier";
+      return std::nullopt;
+    }
+    warm.functions.push_back(std::move(function).value());
+  }
+  return warm;
+}
+
+std::string milliseconds_since(std::chrono::steady_clock::time_point start) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.0f ms",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  return text;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const HeaderChoice& headers,
-                                                        const std::string& running_release, const WallClock& clock) {
-  auto compiled = compile_with_headers(plan.text, plan.source, plan.cflags, headers, running_release,
-                                       /*quiet=*/plan.aggregate_in_kernel);
+                                                        const std::string& running_release, const WallClock& clock,
+                                                        const CacheUse& cache) {
+  const auto started = std::chrono::steady_clock::now();
+  std::string key;
+  std::string miss;
+  std::optional<WarmStart> warm;
+  if (cache.cache != nullptr) {
+    key = compile_key(plan, headers, cache);
+    warm = start_from_cache(key, plan.source.path, *cache.cache, miss);
+  }
+  Result<Compiled> compiled = warm ? Compiled{std::move(warm->program), std::nullopt, std::nullopt, {}}
+                                   : compile_with_headers(plan.text, plan.source, plan.cflags, headers,
+                                                          running_release, /*quiet=*/plan.aggregate_in_kernel);
   if (!compiled && plan.aggregate_in_kernel) {
     // The counting code is generated from the declarations: a field they
     // name wrongly is reported at the declaration's line, as on the host
@@ -384,12 +593,13 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
   RecordLayouts records;
   {
     std::vector<std::string> nested;
-    for (const auto& table : compiled->program.output_tables()) {
+    for (const auto& table : compiled->program->output_tables()) {
       for (const std::string& type : record_types_used(table.field_descriptions)) {
         if (std::find(nested.begin(), nested.end(), type) == nested.end()) nested.push_back(type);
       }
     }
-    if (!nested.empty()) {
+    // A cached object is the second compile's, with those maps already.
+    if (!nested.empty() && !compiled->program->has_table(layout_table_name(0))) {
       std::string text = plan.text;
       if (!text.empty() && text.back() != '\n') text.push_back('\n');
       for (size_t i = 0; i < nested.size(); ++i) {
@@ -397,8 +607,10 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
       }
       compiled = compile_with_headers(text, plan.source, plan.cflags, headers, running_release);
       if (!compiled) return std::move(compiled).take_error();
+    }
+    if (!nested.empty()) {
       for (size_t i = 0; i < nested.size(); ++i) {
-        auto description = compiled->program.table_value_description(layout_table_name(i));
+        auto description = compiled->program->table_value_description(layout_table_name(i));
         if (!description) return runtime_error(plan.source.path + ": BCC did not describe " + nested[i]);
         auto layout = layout_from_bcc_type_description(*description);
         if (!layout) return runtime_error(plan.source.path + ": " + nested[i] + ": " + layout.error().message);
@@ -409,7 +621,7 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
 
   auto loaded = std::make_unique<LoadedProgram>();
   loaded->plan = std::move(plan);
-  const bcc::Program& program = compiled->program;
+  const bcc::Program& program = *compiled->program;
   const std::string& path = loaded->plan.source.path;
   if (program.has_table("tcptrace_lost")) {
     loaded->lost_counter = UniqueFd(::fcntl(program.table_fd("tcptrace_lost"), F_DUPFD_CLOEXEC, 0));
@@ -489,10 +701,35 @@ Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const He
     return runtime_error(path + ": the program declares no probe (TRACEPOINT_PROBE, RAW_TRACEPOINT_PROBE, "
                                 "kprobe__fn, kretprobe__fn, KFUNC_PROBE, KRETFUNC_PROBE)");
   }
-  for (const ProbeSpec& probe : loaded->probes) {
-    auto function = load_function(program, probe, loaded->plan.source);
-    if (!function) return std::move(function).take_error();
-    loaded->functions.push_back(std::move(function).value());
+  if (warm) {
+    loaded->functions = std::move(warm->functions);
+  } else {
+    for (const ProbeSpec& probe : loaded->probes) {
+      auto function = load_function(program, probe, loaded->plan.source);
+      if (!function) return std::move(function).take_error();
+      loaded->functions.push_back(std::move(function).value());
+    }
+  }
+  if (cache.cache != nullptr) {
+    const std::string& dir = cache.cache->dir();
+    if (warm) {
+      report("cache: loaded " + path + " from " + dir + " in " + milliseconds_since(started) + ", no compile");
+    } else {
+      std::string stored = "stored in " + dir;
+      auto object = program.export_object();
+      if (!compiled->dependencies) {
+        stored = "not stored: the compiler did not name every file it read";
+      } else if (!object) {
+        stored = "not stored: " + object.error().message;
+      } else {
+        object->compiler_warnings = compiled->warnings;
+        std::vector<FileIdentity> dependencies;
+        for (const std::string& file : *compiled->dependencies) dependencies.push_back(identify_file(file));
+        for (const std::string& library : compiler_libraries()) dependencies.push_back(identify_file(library));
+        if (Status s = cache.cache->store(key, *object, dependencies); !s) stored = "not stored: " + s.error().message;
+      }
+      report("cache: compiled " + path + " in " + milliseconds_since(started) + " (" + miss + "); " + stored);
+    }
   }
   // Done with the compiler: destroy the module (LLVM's context, BCC's own
   // table fds, the merged header tree) and hand the freed heap back.

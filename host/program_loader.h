@@ -25,6 +25,8 @@
 
 namespace tcptrace {
 
+class CompileCache;
+
 struct BuildPlan {
   std::string name;  // --program NAME, or the file's stem
   ProgramSource source;
@@ -96,8 +98,21 @@ struct LoadedProgram {
 // returns: the loaded programs hold their maps in the kernel, and the output
 // tables are reached through duplicated fds, so the run keeps no compiler
 // memory.
+//
+// With a cache, a program whose inputs (compile_inputs.h) match an entry is
+// loaded from it without compiling; otherwise it is compiled and stored.
+// Either way one "cache: ..." line on stderr says which.
+struct CacheUse {
+  CompileCache* cache = nullptr;  // nullptr: always compile, store nothing
+  std::string tool_version;
+  std::string bcc_version;
+  // Read tracepoint formats for the key below this directory instead of
+  // tracefs (the tests' stand-in: TCPTRACE_TEST_TRACEPOINT_FORMATS).
+  std::optional<std::string> tracepoint_format_root;
+};
 Result<std::unique_ptr<LoadedProgram>> compile_and_load(BuildPlan plan, const HeaderChoice& headers,
-                                                        const std::string& running_release, const WallClock& clock);
+                                                        const std::string& running_release, const WallClock& clock,
+                                                        const CacheUse& cache);
 
 // Fills the program's seeded maps from the kernel's socket table; call it
 // once the probes are attached, so no socket falls between the two. Returns

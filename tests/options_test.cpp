@@ -257,10 +257,23 @@ TEST(OptionsTest, WebConfigIsKeptForTheServer) {
   EXPECT_EQ(parsed->web_config, "/etc/tcptrace/web.yml");
 }
 
+TEST(OptionsTest, CacheOptions) {
+  auto defaults = parse({"--program", "states"});
+  ASSERT_TRUE(defaults.ok()) << defaults.error().message;
+  EXPECT_FALSE(defaults->cache_dir);
+  EXPECT_FALSE(defaults->no_cache);
+  auto elsewhere = parse({"--program", "states", "--cache-dir", "/var/tmp/tcptrace-cache"});
+  ASSERT_TRUE(elsewhere.ok()) << elsewhere.error().message;
+  EXPECT_EQ(elsewhere->cache_dir, "/var/tmp/tcptrace-cache");
+  auto off = parse({"--program", "states", "--no-cache"});
+  ASSERT_TRUE(off.ok()) << off.error().message;
+  EXPECT_TRUE(off->no_cache);
+}
+
 TEST(OptionsTest, UsageTextNamesTheOptions) {
   const std::string text = usage_text();
   for (const char* option : {"--program", "--programs-dir", "--sport", "--dport", "--duration", "--count",
-                             "--kernel-headers", "--buffer-pages", "--metrics", "--web-config", "--help", "--version", "-4",
+                             "--kernel-headers", "--cache-dir", "--no-cache", "--buffer-pages", "--metrics", "--web-config", "--help", "--version", "-4",
                              "-6"}) {
     EXPECT_TRUE(Contains(text, option));
   }
@@ -320,6 +333,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{{"--program", "states", "-4", "-6"}, "-4"},
         BadCase{{"--program", "states", "-6", "-4"}, "-6"},
         // count
+        BadCase{{"--program", "states", "--no-cache", "--cache-dir", "/var/tmp/c"}, "--no-cache"},
+        BadCase{{"--program", "states", "--cache-dir", ""}, "--cache-dir"},
+        BadCase{{"--program", "states", "--cache-dir", "/a", "--cache-dir", "/b"}, "--cache-dir"},
+        BadCase{{"--program", "states", "--no-cache", "--no-cache"}, "--no-cache"},
         BadCase{{"--program", "states", "--count", "0"}, "--count"},
         BadCase{{"--program", "states", "--count", "-1"}, "--count"},
         BadCase{{"--program", "states", "--count", "1.5"}, "--count"},

@@ -5,11 +5,17 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstdint>
+#include <cstring>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -119,5 +125,34 @@ struct ClosedPort {
   uint16_t port;
   explicit ClosedPort(int family) : holder(bind_loopback(family)), port(holder.local_port()) {}
 };
+
+// Makes `n` connections to `listener` and closes them, alternating which side
+// closes first (so both FIN sequences occur). Returns the clients' ports.
+inline std::set<uint16_t> exchange_connections(int family, const Socket& listener, int n) {
+  std::set<uint16_t> client_ports;
+  for (int i = 0; i < n; ++i) {
+    Socket client = connect_loopback(family, listener.local_port());
+    EXPECT_GE(client.fd(), 0) << "connect failed: " << strerror(errno);
+    if (client.fd() < 0) continue;
+    client_ports.insert(client.local_port());
+    Socket server = accept_one(listener);
+    EXPECT_GE(server.fd(), 0);
+    EXPECT_EQ(write(client.fd(), "x", 1), 1);
+    // Read it: closing a socket with unread data sends RST (RFC 2525) and
+    // skips the FIN states this exchange is meant to show.
+    char byte = 0;
+    EXPECT_EQ(read(server.fd(), &byte, 1), 1);
+    if (i % 2 == 0) {
+      client.close();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      server.close();
+    } else {
+      server.close();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      client.close();
+    }
+  }
+  return client_ports;
+}
 
 }  // namespace tcptrace::testing

@@ -64,35 +64,6 @@ std::set<std::string> keys_of(const json& e) {
   return keys;
 }
 
-// Makes `n` connections to `listener` and closes them, alternating which side
-// closes first (so both FIN sequences occur). Returns the clients' ports.
-std::set<uint16_t> exchange_connections(int family, const Socket& listener, int n) {
-  std::set<uint16_t> client_ports;
-  for (int i = 0; i < n; ++i) {
-    Socket client = connect_loopback(family, listener.local_port());
-    EXPECT_GE(client.fd(), 0) << "connect failed: " << strerror(errno);
-    if (client.fd() < 0) continue;
-    client_ports.insert(client.local_port());
-    Socket server = accept_one(listener);
-    EXPECT_GE(server.fd(), 0);
-    EXPECT_EQ(write(client.fd(), "x", 1), 1);
-    // Read it: closing a socket with unread data sends RST (RFC 2525) and
-    // skips the FIN states this exchange is meant to show.
-    char byte = 0;
-    EXPECT_EQ(read(server.fd(), &byte, 1), 1);
-    if (i % 2 == 0) {
-      client.close();
-      std::this_thread::sleep_for(20ms);
-      server.close();
-    } else {
-      server.close();
-      std::this_thread::sleep_for(20ms);
-      client.close();
-    }
-  }
-  return client_ports;
-}
-
 // Runs the whole exchange on `family` while `states` traces with `options`.
 struct Trace {
   std::vector<json> events;

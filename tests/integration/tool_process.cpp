@@ -13,6 +13,12 @@
 
 namespace tcptrace::testing {
 
+// Every tool these tests start (through ToolProcess or a shell) compiles its
+// program, as the tests' expectations about compile messages assume; the
+// compile cache's own tests ask for a cache with --cache-dir, which this
+// does not turn off (app.cpp).
+const bool kCompileCacheOffForTests = ::setenv("TCPTRACE_TEST_NO_CACHE", "1", 0) == 0;
+
 ToolProcess::ToolProcess(std::vector<std::string> args) : ToolProcess({}, std::move(args)) {}
 
 ToolProcess::ToolProcess(std::vector<std::string> wrapper, std::vector<std::string> args, std::string binary) {
