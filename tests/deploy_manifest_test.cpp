@@ -36,12 +36,14 @@ const std::set<std::string> kAddedCapabilities = {
 // The node's paths the tool reads, each mounted at the same path: kernel
 // headers (/lib/modules, /usr/src) and tracefs. No other host path (debugfs
 // included: BCC and the tool fall back to /sys/kernel/tracing without it).
-const std::set<std::string> kHostPaths = {"/lib/modules", "/usr/src", "/sys/kernel/tracing"};
+const std::set<std::string> kHostPaths = {"/lib/modules", "/usr/src", "/sys/kernel/tracing",
+                                          "/var/cache/tcptrace-bcc"};
 
-// Host paths mounted writable: none. tracefs is only read (tracepoint formats
+// Host paths mounted writable: the compile cache, which outlives the pod so a
+// restart loads without compiling. tracefs is only read (tracepoint formats
 // and ids); BCC writes to it only to create a kprobe where the kernel has no
 // kprobe PMU (before 4.17), which also has no CAP_BPF.
-const std::set<std::string> kWritableHostPaths = {};
+const std::set<std::string> kWritableHostPaths = {"/var/cache/tcptrace-bcc"};
 
 bool running_in_ci() {
   const char* ci = std::getenv("CI");
