@@ -269,6 +269,15 @@ std::string default_header_tree(const std::string& stderr_text) {
   return "";
 }
 
+// The warm run's peak RSS: the 30 MB for the tool as shipped; a
+// sanitizer build's runtime and shadow memory add ~45 MB to any process
+// (59 MB warm, 167 MB cold measured under AddressSanitizer).
+#ifdef __SANITIZE_ADDRESS__
+constexpr long kWarmPeakLimitKb = 80 * 1024;
+#else
+constexpr long kWarmPeakLimitKb = 30 * 1024;
+#endif
+
 // A cold run compiles and stores one private entry; a warm run loads it
 // without the compiler, so LLVM is never mapped and the peak RSS stays small.
 TEST(CompileCacheRuns, ColdThenWarm) {
@@ -288,7 +297,7 @@ TEST(CompileCacheRuns, ColdThenWarm) {
   EXPECT_TRUE(std::any_of(cold.compiler_files.begin(), cold.compiler_files.end(),
                           [](const std::string& p) { return p.find("libLLVM") != std::string::npos; }))
       << "the cold run maps no libLLVM";
-  EXPECT_GT(cold.peak_after_ready_kb, 30 * 1024) << "the cold run's VmHWM";
+  EXPECT_GT(cold.peak_after_ready_kb, kWarmPeakLimitKb) << "the cold run's VmHWM";
 
   struct stat dir_stat {};
   ASSERT_EQ(stat(dir.c_str(), &dir_stat), 0) << dir;
@@ -312,8 +321,10 @@ TEST(CompileCacheRuns, ColdThenWarm) {
   EXPECT_FALSE(events_of_port(warm.events, port).empty()) << warm.stderr_text;
   EXPECT_TRUE(warm.compiler_files.empty()) << "mapped by the warm run: " << *warm.compiler_files.begin();
   EXPECT_GT(warm.peak_after_ready_kb, 0);
-  EXPECT_LT(warm.peak_after_ready_kb, 30 * 1024) << "VmHWM after ready, kB";
-  EXPECT_LT(warm.peak_before_stop_kb, 30 * 1024) << "VmHWM before stopping, kB";
+  EXPECT_LT(warm.peak_after_ready_kb, kWarmPeakLimitKb) << "VmHWM after ready, kB";
+  EXPECT_LT(warm.peak_before_stop_kb, kWarmPeakLimitKb) << "VmHWM before stopping, kB";
+  // Whatever the build, the compiler is most of a compiling start's peak.
+  EXPECT_LT(warm.peak_before_stop_kb * 2, cold.peak_after_ready_kb) << "VmHWM warm against cold, kB";
   EXPECT_EQ(entries_in(dir), entries) << "a hit stores nothing new";
   std::cerr << "VmHWM after ready: cold " << cold.peak_after_ready_kb << " kB, warm " << warm.peak_after_ready_kb
             << " kB (" << warm.peak_before_stop_kb << " kB before stopping)\n";
