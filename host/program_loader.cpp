@@ -24,6 +24,7 @@
 #include "kernel_probe.h"
 #include "owner_seed.h"
 #include "socket_table.h"
+#include "stdio_capture.h"
 
 namespace tcptrace {
 namespace {
@@ -147,17 +148,7 @@ class DependencyFile {
   std::vector<std::string> cflags() const {
     return {"-MD", "-MF", "/proc/self/fd/" + std::to_string(fd_.get())};
   }
-  std::string text() const {
-    std::string text;
-    char buf[8192];
-    off_t offset = 0;
-    ssize_t n;
-    while ((n = ::pread(fd_.get(), buf, sizeof buf, offset)) > 0) {
-      text.append(buf, static_cast<size_t>(n));
-      offset += n;
-    }
-    return text;
-  }
+  std::string text() const { return read_from_start(fd_.get()); }
 
  private:
   UniqueFd fd_;
@@ -530,7 +521,7 @@ std::optional<WarmStart> start_from_cache(const std::string& key, const std::str
     if (lookup.outcome == CacheLookup::Outcome::unusable) report("cache: ignoring the entry of " + path + ": " + miss);
     return std::nullopt;
   }
-  write_all(STDERR_FILENO, lookup.object->compiler_warnings);
+  const std::string warnings = lookup.object->compiler_warnings;
   auto program = bcc::program_from_object(std::move(*lookup.object));
   if (!program) {
     report("cache: cannot recreate the maps of " + path + " (" + program.error().message + "); compiling it");
@@ -551,6 +542,8 @@ std::optional<WarmStart> start_from_cache(const std::string& key, const std::str
     }
     warm.functions.push_back(std::move(function).value());
   }
+  // Only now: a start that falls back to compiling prints the compile's own.
+  write_all(STDERR_FILENO, warnings);
   return warm;
 }
 

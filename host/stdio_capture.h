@@ -13,6 +13,20 @@
 
 namespace tcptrace {
 
+// Everything in a file from its first byte (an in-memory file another
+// writer filled), whatever the fd's offset.
+inline std::string read_from_start(int fd) {
+  std::string text;
+  char buf[8192];
+  off_t offset = 0;
+  ssize_t n;
+  while ((n = ::pread(fd, buf, sizeof buf, offset)) > 0) {
+    text.append(buf, static_cast<size_t>(n));
+    offset += n;
+  }
+  return text;
+}
+
 // libbcc writes some messages to stdout with std::cout (loader.cc: "Unable to
 // find kernel headers"). While it runs, stdout is pointed at stderr.
 class StdoutToStderr {
@@ -52,16 +66,7 @@ class StderrCapture {
 
   std::string finish() {
     restore();
-    std::string text;
-    if (!file_.valid()) return text;
-    char buf[4096];
-    off_t offset = 0;
-    ssize_t n;
-    while ((n = ::pread(file_.get(), buf, sizeof buf, offset)) > 0) {
-      text.append(buf, static_cast<size_t>(n));
-      offset += n;
-    }
-    return text;
+    return file_.valid() ? read_from_start(file_.get()) : std::string();
   }
 
  private:
